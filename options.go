@@ -1,0 +1,310 @@
+package opensbx
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/client"
+)
+
+// Option configures a Manager in New. An option given a bad value makes New
+// return an error matching ErrInvalid.
+type Option func(*config) error
+
+// Resources are the CPU and memory limits of a sandbox. A zero field means
+// "use the Manager's default".
+type Resources struct {
+	// MemoryMB is the memory limit in MiB. Swap is not granted beyond it, so
+	// a process that uses more is OOM-killed.
+	MemoryMB int64 `json:"memory"`
+	// CPUs is the number of CPUs the sandbox may use, as a fraction (1.5).
+	CPUs float64 `json:"cpus"`
+}
+
+// Defaults used by New when no option overrides them.
+const (
+	DefaultNamespace   = "default"
+	DefaultMemoryMB    = 1024
+	DefaultCPUs        = 1.0
+	DefaultMaxMemoryMB = 8192
+	DefaultMaxCPUs     = 4.0
+	DefaultTTL         = 15 * time.Minute
+	DefaultHostIP      = "127.0.0.1"
+	// DefaultOutputLimit is the bytes kept per output stream of a command.
+	DefaultOutputLimit = 1 << 20
+	// DefaultCommandHistory is the number of finished commands kept per sandbox.
+	DefaultCommandHistory = 100
+	// DefaultFileSizeLimit is the largest single non-streamed file read or write.
+	DefaultFileSizeLimit = 64 << 20
+	// DefaultPullInactivity is how long a pull may report no progress before
+	// it is aborted.
+	DefaultPullInactivity = 2 * time.Minute
+)
+
+type config struct {
+	client         client.APIClient
+	host           string
+	namespace      string
+	defaults       Resources
+	max            Resources
+	ttl            time.Duration
+	logger         *slog.Logger
+	stateDir       string
+	hostIP         string
+	deleteOnExpiry bool
+	labels         map[string]string
+	outputLimit    int
+	commandHistory int
+	fileSizeLimit  int64
+	pullInactivity time.Duration
+	stopTimeout    time.Duration
+}
+
+func defaultConfig() config {
+	return config{
+		namespace:      DefaultNamespace,
+		defaults:       Resources{MemoryMB: DefaultMemoryMB, CPUs: DefaultCPUs},
+		max:            Resources{MemoryMB: DefaultMaxMemoryMB, CPUs: DefaultMaxCPUs},
+		ttl:            DefaultTTL,
+		hostIP:         DefaultHostIP,
+		outputLimit:    DefaultOutputLimit,
+		commandHistory: DefaultCommandHistory,
+		fileSizeLimit:  DefaultFileSizeLimit,
+		pullInactivity: DefaultPullInactivity,
+		stopTimeout:    10 * time.Second,
+	}
+}
+
+// WithDockerClient makes the Manager use c instead of a client built from
+// the environment. The caller keeps ownership: Close does not close c.
+func WithDockerClient(c client.APIClient) Option {
+	return func(cfg *config) error {
+		if c == nil {
+			return invalidf("docker client is nil")
+		}
+		cfg.client = c
+		return nil
+	}
+}
+
+// WithDockerHost connects to the engine at host (for example
+// "unix:///var/run/docker.sock") instead of the DOCKER_HOST environment.
+func WithDockerHost(host string) Option {
+	return func(cfg *config) error {
+		if strings.TrimSpace(host) == "" {
+			return invalidf("docker host is empty")
+		}
+		cfg.host = host
+		return nil
+	}
+}
+
+var namespaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,39}$`)
+
+// WithNamespace scopes the Manager: it sees and touches only containers
+// labelled with this namespace, so two Managers with different namespaces
+// share one engine without seeing each other's sandboxes. Lower-case
+// letters, digits, '.', '_' and '-', at most 40 characters. Default "default".
+func WithNamespace(ns string) Option {
+	return func(cfg *config) error {
+		if !namespaceRE.MatchString(ns) {
+			return invalidf("namespace %q: want 1-40 of [a-z0-9_.-], starting with a letter or digit", ns)
+		}
+		cfg.namespace = ns
+		return nil
+	}
+}
+
+// WithDefaultResources sets the limits of sandboxes created without their
+// own (default 1024 MiB and 1.0 CPU). Zero fields keep the current default.
+func WithDefaultResources(r Resources) Option {
+	return func(cfg *config) error {
+		if r.MemoryMB < 0 || r.CPUs < 0 {
+			return invalidf("default resources must not be negative")
+		}
+		if r.MemoryMB > 0 {
+			cfg.defaults.MemoryMB = r.MemoryMB
+		}
+		if r.CPUs > 0 {
+			cfg.defaults.CPUs = r.CPUs
+		}
+		return nil
+	}
+}
+
+// WithMaxResources sets the largest limits a sandbox may ask for (default
+// 8192 MiB and 4.0 CPUs). Zero fields keep the current maximum.
+func WithMaxResources(r Resources) Option {
+	return func(cfg *config) error {
+		if r.MemoryMB < 0 || r.CPUs < 0 {
+			return invalidf("maximum resources must not be negative")
+		}
+		if r.MemoryMB > 0 {
+			cfg.max.MemoryMB = r.MemoryMB
+		}
+		if r.CPUs > 0 {
+			cfg.max.CPUs = r.CPUs
+		}
+		return nil
+	}
+}
+
+// WithDefaultTTL sets the time-to-live of sandboxes created without one
+// (default 15 minutes). It must be positive.
+func WithDefaultTTL(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d <= 0 {
+			return invalidf("default TTL must be positive, got %v", d)
+		}
+		cfg.ttl = d
+		return nil
+	}
+}
+
+// WithLogger sets the logger for the Manager's background work (expiry,
+// recovery). The default discards everything. Secrets (environment values,
+// registry credentials) are never logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(cfg *config) error {
+		if l == nil {
+			return invalidf("logger is nil")
+		}
+		cfg.logger = l
+		return nil
+	}
+}
+
+// WithStateDir keeps the Manager's state (deadlines and renewals, finished
+// commands) in a database file in dir, so a Manager restarted on the same
+// directory carries on. Without it state lives in memory, and a restarted
+// Manager recovers each running sandbox's deadline from its start time and
+// TTL label.
+func WithStateDir(dir string) Option {
+	return func(cfg *config) error {
+		if strings.TrimSpace(dir) == "" {
+			return invalidf("state dir is empty")
+		}
+		cfg.stateDir = dir
+		return nil
+	}
+}
+
+// WithHostIP sets the host address sandbox ports are published on (default
+// 127.0.0.1). Publishing on all interfaces ("0.0.0.0") must be asked for.
+func WithHostIP(ip string) Option {
+	return func(cfg *config) error {
+		if net.ParseIP(ip) == nil {
+			return invalidf("host IP %q is not an IP address", ip)
+		}
+		cfg.hostIP = ip
+		return nil
+	}
+}
+
+// WithDeleteOnExpiry makes an expired sandbox be deleted instead of stopped,
+// which test harnesses usually want.
+func WithDeleteOnExpiry(enabled bool) Option {
+	return func(cfg *config) error {
+		cfg.deleteOnExpiry = enabled
+		return nil
+	}
+}
+
+// WithLabels adds labels to every container the Manager creates, for example
+// a test run id. Keys under the "org.opensbx." prefix are reserved.
+func WithLabels(labels map[string]string) Option {
+	return func(cfg *config) error {
+		for k := range labels {
+			if k == "" || strings.HasPrefix(k, labelPrefix) {
+				return invalidf("label %q: empty or reserved (%s*)", k, labelPrefix)
+			}
+		}
+		if cfg.labels == nil {
+			cfg.labels = map[string]string{}
+		}
+		for k, v := range labels {
+			cfg.labels[k] = v
+		}
+		return nil
+	}
+}
+
+// WithOutputLimit sets the bytes kept per stdout or stderr stream of a
+// command (default 1 MiB). Older bytes are dropped and counted.
+func WithOutputLimit(bytes int) Option {
+	return func(cfg *config) error {
+		if bytes <= 0 {
+			return invalidf("output limit must be positive, got %d", bytes)
+		}
+		cfg.outputLimit = bytes
+		return nil
+	}
+}
+
+// WithCommandHistory sets how many finished commands are kept per sandbox
+// (default 100); the oldest finished ones are forgotten first.
+func WithCommandHistory(n int) Option {
+	return func(cfg *config) error {
+		if n <= 0 {
+			return invalidf("command history must be positive, got %d", n)
+		}
+		cfg.commandHistory = n
+		return nil
+	}
+}
+
+// WithFileSizeLimit sets the largest file a single non-streamed read or
+// write may move (default 64 MiB); larger ones fail with ErrTooLarge.
+func WithFileSizeLimit(bytes int64) Option {
+	return func(cfg *config) error {
+		if bytes <= 0 {
+			return invalidf("file size limit must be positive, got %d", bytes)
+		}
+		cfg.fileSizeLimit = bytes
+		return nil
+	}
+}
+
+// WithPullInactivityTimeout aborts an image pull that reports no progress
+// for d (default 2 minutes).
+func WithPullInactivityTimeout(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d <= 0 {
+			return invalidf("pull inactivity timeout must be positive, got %v", d)
+		}
+		cfg.pullInactivity = d
+		return nil
+	}
+}
+
+// WithStopTimeout sets how long Stop, Restart and expiry wait for a
+// sandbox's processes to exit after SIGTERM before killing them (default
+// 10 s). Sandboxes run under an init, so the default keep-alive exits at
+// once.
+func WithStopTimeout(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d < 0 {
+			return invalidf("stop timeout must not be negative, got %v", d)
+		}
+		cfg.stopTimeout = d
+		return nil
+	}
+}
+
+func (c *config) validate() error {
+	if c.defaults.MemoryMB > c.max.MemoryMB {
+		return invalidf("default memory %d MB is over the maximum %d MB", c.defaults.MemoryMB, c.max.MemoryMB)
+	}
+	if c.defaults.CPUs > c.max.CPUs {
+		return invalidf("default CPUs %g are over the maximum %g", c.defaults.CPUs, c.max.CPUs)
+	}
+	return nil
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
