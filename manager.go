@@ -252,3 +252,33 @@ func (m *Manager) listOwned(ctx context.Context) ([]container.Summary, error) {
 	}
 	return cs, nil
 }
+
+// Ping checks that the Docker engine answers. It returns ErrUnavailable
+// when it does not, and ErrClosed after Close.
+func (m *Manager) Ping(ctx context.Context) error {
+	ctx, done, err := m.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, err := m.docker.Ping(ctx); err != nil {
+		return fmt.Errorf("ping docker engine: %w", unavailable(engine.Classify(err)))
+	}
+	return nil
+}
+
+// Namespace returns the namespace the Manager owns sandboxes in.
+func (m *Manager) Namespace() string { return m.cfg.namespace }
+
+// FileSizeLimit returns the largest single non-streamed file read or write
+// (WithFileSizeLimit).
+func (m *Manager) FileSizeLimit() int64 { return m.cfg.fileSizeLimit }
+
+// MaxResources returns the largest limits a sandbox may ask for.
+func (m *Manager) MaxResources() Resources { return m.cfg.max }
+
+// DefaultResources returns the limits of sandboxes created without their own.
+func (m *Manager) DefaultResources() Resources { return m.cfg.defaults }
+
+// DefaultTTL returns the time to live of sandboxes created without one.
+func (m *Manager) DefaultTTL() time.Duration { return m.cfg.ttl }
