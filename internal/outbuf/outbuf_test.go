@@ -1,0 +1,177 @@
+package outbuf
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/matryer/is"
+)
+
+// model is the obvious, unbounded implementation a Ring must agree with.
+type model struct{ all []byte }
+
+func (m *model) kept(limit int) []byte {
+	if len(m.all) > limit {
+		return m.all[len(m.all)-limit:]
+	}
+	return m.all
+}
+
+func TestRingMatchesModel(t *testing.T) {
+	is := is.New(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, limit := range []int{1, 2, 7, 64, 1000} {
+		r := NewRing(limit)
+		var m model
+		for i := 0; i < 500; i++ {
+			p := make([]byte, rng.IntN(3*limit+2))
+			for j := range p {
+				p[j] = byte(rng.IntN(256))
+			}
+			n, err := r.Write(p)
+			is.NoErr(err)
+			is.Equal(n, len(p))
+			m.all = append(m.all, p...)
+			is.Equal(r.Total(), int64(len(m.all)))                      // total counts every byte
+			is.True(bytes.Equal(r.Bytes(), m.kept(limit)))              // newest bytes kept, in order
+			is.Equal(r.Dropped(), int64(len(m.all)-len(m.kept(limit)))) // dropped = evicted
+			is.True(r.Len() <= limit)                                   // bounded
+			// From an arbitrary offset, with and without max.
+			off := int64(rng.IntN(len(m.all) + 2))
+			mx := rng.IntN(limit + 1)
+			data, dropped := r.From(off, mx)
+			start := int64(len(m.all) - len(m.kept(limit)))
+			wantDropped := max(0, start-off)
+			is.Equal(dropped, wantDropped) // dropped between off and the oldest kept byte
+			from := max(off, start)
+			var want []byte
+			if from < int64(len(m.all)) {
+				want = m.all[from:]
+				if mx > 0 && len(want) > mx {
+					want = want[:mx]
+				}
+			}
+			is.True(bytes.Equal(data, want)) // From returns exactly the bytes after off
+		}
+	}
+}
+
+func TestRingGrowsWithOutput(t *testing.T) {
+	is := is.New(t)
+	r := NewRing(1 << 20)
+	r.Write([]byte("hello"))
+	is.True(cap(r.data) < 4096) // not preallocated at the limit
+	is.Equal(string(r.Bytes()), "hello")
+}
+
+func TestRestoreRing(t *testing.T) {
+	is := is.New(t)
+	r := RestoreRing(4, []byte("abcdef"), 10)
+	is.Equal(string(r.Bytes()), "cdef")
+	is.Equal(r.Total(), int64(10))
+	is.Equal(r.Dropped(), int64(6))
+	r.Write([]byte("gh"))
+	is.Equal(string(r.Bytes()), "efgh")
+	data, dropped := r.From(5, 0)
+	is.Equal(dropped, int64(3))
+	is.Equal(string(data), "efgh")
+}
+
+func TestBufferReadResume(t *testing.T) {
+	is := is.New(t)
+	b := New(8)
+	b.Write(Stdout, []byte("0123"))
+	b.Write(Stderr, []byte("e1"))
+	chunks, done, _ := b.Read(Pos{}, 3)
+	is.True(!done)
+	var got []string
+	for _, c := range chunks {
+		got = append(got, c.Stream.String()+":"+string(c.Data))
+	}
+	is.Equal(got, []string{"stdout:012", "stdout:3", "stderr:e1"}) // chunked by max, per stream
+	pos := chunks[len(chunks)-1].End
+	is.Equal(pos, Pos{4, 2})
+	// Resume after writes that overflow the limit: told exactly what was lost.
+	b.Write(Stdout, []byte("456789abcdef")) // total 16, keeps "89abcdef"
+	chunks, _, _ = b.Read(pos, 0)
+	is.Equal(len(chunks), 2)
+	is.Equal(chunks[0].Dropped, int64(4)) // "4567" evicted before the reader saw them
+	is.Equal(string(chunks[1].Data), "89abcdef")
+	is.Equal(chunks[1].End, Pos{16, 2})
+	b.Close()
+	chunks, done, _ = b.Read(Pos{16, 2}, 0)
+	is.Equal(len(chunks), 0)
+	is.True(done)
+	b.Write(Stdout, []byte("late")) // discarded after Close
+	is.Equal(b.End(), Pos{16, 2})
+}
+
+func TestBufferFollowers(t *testing.T) {
+	is := is.New(t)
+	b := New(1 << 16)
+	const n = 4
+	var wg sync.WaitGroup
+	results := make([][]byte, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			_, err := b.Follow(context.Background(), Pos{}, 100, func(c Chunk) error {
+				if c.Dropped > 0 {
+					t.Errorf("unexpected drop")
+				}
+				if c.Stream == Stdout {
+					buf = append(buf, c.Data...)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("follow: %v", err)
+			}
+			results[i] = buf
+		}()
+	}
+	var want []byte
+	for i := 0; i < 1000; i++ {
+		p := []byte{byte(i), byte(i >> 8), '\n'}
+		want = append(want, p...)
+		b.Write(Stdout, p)
+	}
+	b.Close()
+	wg.Wait()
+	for i := range results {
+		is.True(bytes.Equal(results[i], want)) // every follower sees every byte once, in order
+	}
+}
+
+func TestFollowStopsOnContext(t *testing.T) {
+	is := is.New(t)
+	b := New(16)
+	b.Write(Stdout, []byte("x"))
+	ctx, cancel := context.WithCancel(context.Background())
+	pos, err := b.Follow(ctx, Pos{}, 0, func(c Chunk) error { cancel(); return nil })
+	is.Equal(err, context.Canceled)
+	is.Equal(pos, Pos{1, 0}) // the position after what fn accepted
+}
+
+func TestSnapshotAndRestore(t *testing.T) {
+	is := is.New(t)
+	b := New(4)
+	b.Write(Stdout, []byte("abcdefg"))
+	b.Write(Stderr, []byte("E"))
+	b.Close()
+	s := b.Snapshot()
+	is.Equal(string(s.Stdout), "defg")
+	is.Equal(s.StdoutDropped, int64(3))
+	is.Equal(s.StdoutTotal, int64(7))
+	is.True(s.Closed)
+	r := Restore(4, s.Stdout, s.StdoutTotal, s.Stderr, s.StderrTotal)
+	chunks, done, _ := r.Read(Pos{5, 0}, 0)
+	is.True(done)
+	is.Equal(string(chunks[0].Data), "fg")
+	is.Equal(string(chunks[1].Data), "E")
+}
