@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"path"
 	"regexp"
 	"sort"
 	"strconv"
@@ -313,14 +315,24 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, name, spec string
 		}
 		m.expiry.forget(id)
 	}()
-	if err := m.docker.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
-		err = engine.Classify(err)
-		if cfg.Labels[labelKeepAlive] == "true" && errors.Is(err, ErrInvalid) {
-			return nil, fmt.Errorf("image %q cannot run the default keep-alive command %q (it needs a sleep binary); "+
-				"set CreateOptions.Command to a long-running program the image has, or KeepImageCommand to run its own: %w",
-				o.Image, strings.Join(keepAlive, " "), err)
+	// The sandbox runs under an init, so a missing executable would only show
+	// as an exit after a successful start: look for it first.
+	if argv0 := firstArg(cfg); argv0 != "" {
+		found, err := m.hasExecutable(ctx, id, argv0)
+		if err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("start: %w", err)
+		if !found && cfg.Labels[labelKeepAlive] == "true" {
+			return nil, fmt.Errorf("image %q cannot run the default keep-alive command %q (it has no %s binary); "+
+				"set CreateOptions.Command to a long-running program the image has, or KeepImageCommand to run its own: %w",
+				o.Image, strings.Join(keepAlive, " "), argv0, ErrInvalid)
+		}
+		if !found {
+			return nil, fmt.Errorf("image %q has no executable %q: %w", o.Image, argv0, ErrInvalid)
+		}
+	}
+	if err := m.docker.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return nil, fmt.Errorf("start: %w", engine.Classify(err))
 	}
 	if err := m.expiry.arm(id, o.TTL); err != nil {
 		return nil, err
@@ -330,6 +342,59 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, name, spec string
 		return nil, fmt.Errorf("inspect: %w", engine.Classify(err))
 	}
 	return &CreateResult{Sandbox: m.fromInspect(c), Created: true}, nil
+}
+
+// firstArg returns the program a new container will run, when Create
+// chose it (the image's own ENTRYPOINT/CMD are the image's business).
+func firstArg(cfg *container.Config) string {
+	if len(cfg.Entrypoint) > 0 {
+		return cfg.Entrypoint[0]
+	}
+	if cfg.Entrypoint != nil && len(cfg.Cmd) > 0 {
+		return cfg.Cmd[0]
+	}
+	return ""
+}
+
+// hasExecutable reports whether the created (not yet started) container id
+// has argv0, looking along the container's PATH like the runtime does.
+func (m *Manager) hasExecutable(ctx context.Context, id, argv0 string) (bool, error) {
+	var candidates []string
+	if strings.Contains(argv0, "/") {
+		candidates = []string{argv0}
+		if !path.IsAbs(argv0) {
+			return true, nil // relative to the working directory: let the runtime decide
+		}
+	} else {
+		c, err := m.docker.ContainerInspect(ctx, id)
+		if err != nil {
+			return false, fmt.Errorf("inspect: %w", engine.Classify(err))
+		}
+		dirs := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+		for _, e := range c.Config.Env {
+			if v, ok := strings.CutPrefix(e, "PATH="); ok {
+				dirs = v
+			}
+		}
+		// Order does not matter for existence; try the likeliest first.
+		list := strings.Split(dirs, ":")
+		sort.SliceStable(list, func(i, j int) bool { return list[i] == "/bin" || (list[i] == "/usr/bin" && list[j] != "/bin") })
+		for _, d := range list {
+			if path.IsAbs(d) {
+				candidates = append(candidates, path.Join(d, argv0))
+			}
+		}
+	}
+	for _, p := range candidates {
+		st, err := m.docker.ContainerStatPath(ctx, id, p)
+		if err == nil {
+			return st.Mode.IsRegular() || st.Mode&fs.ModeSymlink != 0, nil
+		}
+		if err := engine.Classify(err); !errors.Is(err, ErrNotFound) {
+			return false, fmt.Errorf("look for %s: %w", p, err)
+		}
+	}
+	return false, nil
 }
 
 func (m *Manager) containerConfig(o CreateOptions, name, spec string) (*container.Config, *container.HostConfig, error) {
