@@ -1,5 +1,3 @@
-//go:build opensbx_commands
-
 package httpapi
 
 import (

@@ -4,7 +4,7 @@ package httpapi
 
 import "net/http"
 
-// Placeholders until the library's commands and files land.
+// Placeholders until the library's commands land.
 
 func (s *server) notYet() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -18,7 +18,3 @@ func (s *server) handleCommandGet() http.Handler   { return s.notYet() }
 func (s *server) handleCommandKill() http.Handler  { return s.notYet() }
 func (s *server) handleCommandLogs() http.Handler  { return s.notYet() }
 func (s *server) handleCommandStdin() http.Handler { return s.notYet() }
-func (s *server) handleFileRead() http.Handler     { return s.notYet() }
-func (s *server) handleFileWrite() http.Handler    { return s.notYet() }
-func (s *server) handleFileDelete() http.Handler   { return s.notYet() }
-func (s *server) handleFileList() http.Handler     { return s.notYet() }
