@@ -253,3 +253,7 @@ func (a *api) createBusybox(extra map[string]any) map[string]any {
 	want(a.t, r, http.StatusCreated, "")
 	return r.json(a.t)
 }
+
+// newSmallBody is WithMaxBodyBytes(4 KiB): JSON file bodies get their own
+// limit from the file size limit, not this one.
+func newSmallBody() httpapi.Option { return httpapi.WithMaxBodyBytes(4 << 10) }

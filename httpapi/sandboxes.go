@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"math"
 	"net/http"
 	"strings"
@@ -25,8 +26,8 @@ type sandboxView struct {
 	Resources  *opensbx.Resources `json:"resources,omitempty"`
 	Timeout    float64            `json:"timeout,omitempty"`
 	CreatedAt  *string            `json:"created_at,omitempty"`
-	StartedAt  *string            `json:"started_at,omitempty"`
-	FinishedAt *string            `json:"finished_at,omitempty"`
+	StartedAt  any                `json:"started_at,omitempty"`  // string or null; absent in lists
+	FinishedAt any                `json:"finished_at,omitempty"` // string or null; absent in lists
 	ExpiresAt  string             `json:"expires_at,omitempty"`
 	ExitCode   *int               `json:"exit_code,omitempty"`
 	OOMKilled  bool               `json:"oom_killed,omitempty"`
@@ -47,6 +48,14 @@ func nullableTime(t time.Time) *string {
 	}
 	s := rfc3339(t)
 	return &s
+}
+
+// timeOrNull is t in RFC 3339, or JSON null for the zero time.
+func timeOrNull(t time.Time) any {
+	if t.IsZero() {
+		return json.RawMessage("null")
+	}
+	return rfc3339(t)
 }
 
 // url is the public address of sandbox sb, or "" (see WithBaseDomain).
@@ -89,8 +98,8 @@ func (s *server) view(sb *opensbx.Sandbox, detail bool) sandboxView {
 	if detail {
 		res := sb.Resources
 		v.Resources = &res
-		v.StartedAt = nullableTime(sb.StartedAt)
-		v.FinishedAt = nullableTime(sb.FinishedAt)
+		v.StartedAt = timeOrNull(sb.StartedAt)
+		v.FinishedAt = timeOrNull(sb.FinishedAt)
 		v.OOMKilled = sb.OOMKilled
 		if sb.State == opensbx.StateStopped {
 			code := sb.ExitCode
