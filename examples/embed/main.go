@@ -59,8 +59,13 @@ func run(ctx context.Context, image string) error {
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
 	}
+	listed := false
 	for _, s := range list {
 		fmt.Printf("listed %s %s %s\n", s.Name, s.State, s.Image)
+		listed = listed || s.ID == res.ID
+	}
+	if !listed {
+		return fmt.Errorf("sandbox %s is missing from List", res.Name)
 	}
 	return nil
 }
