@@ -627,7 +627,14 @@ func (m *Manager) copyTo(ctx context.Context, id, anchor string, fill func(tw *t
 }
 
 // checkWriteMode validates a mode for a new file and applies the default.
+// Unix-style special bits (0o4000 setuid, 0o2000 setgid, 0o1000 sticky),
+// which fs.FileMode does not use, are accepted as the matching flags.
 func checkWriteMode(mode fs.FileMode) (fs.FileMode, error) {
+	for bit, flag := range map[fs.FileMode]fs.FileMode{0o4000: fs.ModeSetuid, 0o2000: fs.ModeSetgid, 0o1000: fs.ModeSticky} {
+		if mode&bit != 0 {
+			mode = mode&^bit | flag
+		}
+	}
 	if mode&^(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
 		return 0, sbxerr.Invalid("mode %v: only permission, setuid, setgid and sticky bits may be set", mode)
 	}
@@ -690,7 +697,8 @@ func (m *Manager) writeFile(ctx context.Context, id, p string, src io.Reader, si
 // WriteFile writes data to the file at path in sandbox sandboxID, replacing
 // it if it exists (through a symbolic link at path) and creating missing
 // parent directories (mode 0755). mode holds permission bits, optionally
-// setuid, setgid and sticky; 0 means 0644. The file is owned by root. It
+// fs.ModeSetuid, fs.ModeSetgid and fs.ModeSticky (or Unix-style 0o4000,
+// 0o2000, 0o1000); 0 means 0644. The file is owned by root. It
 // works on stopped sandboxes and images without a shell. Errors: ErrInvalid
 // for a bad path or mode or a path that is a directory, ErrConflict when a
 // parent is not a directory, ErrNotFound for a missing sandbox, ErrTooLarge
