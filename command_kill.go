@@ -1,0 +1,203 @@
+package opensbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/opensbx/opensbx/internal/engine"
+)
+
+// How KillCommand reaches exactly one command's process tree.
+//
+// The Engine API has no "kill exec" call, and signalling from inside the
+// sandbox by name or pattern (pkill sleep) would hit look-alike processes
+// of other commands. Instead:
+//
+//  1. The engine's ExecInspect gives the host PID of the process the exec
+//     started. The Manager checks that this PID is visible in its own /proc
+//     and belongs to the sandbox (its cgroup names the container), reads the
+//     process's start time, and inspects the exec again: if the exec still
+//     runs with the same PID, the (PID, start time) pair is that process,
+//     since a live process's PID cannot be reused.
+//  2. It walks the tree top-down: each process is stopped with SIGSTOP
+//     before its children are read (/proc/PID/task/*/children), so no
+//     process can fork a child that escapes the walk. Each child is
+//     identified by (PID, parent PID, start time) and re-checked right
+//     before it is signalled; signals go through a pidfd where the kernel
+//     has them (os.FindProcess), so a PID that is reused meanwhile is never
+//     hit.
+//  3. It sends the signal to every process of the tree, deepest first, then
+//     SIGCONT to resume them (except for stop signals), so a shell that
+//     would not forward SIGTERM to its child still sees the child end.
+//
+// When the Manager may read the host's /proc but not signal (it does not run
+// as root), it signals from inside the sandbox instead: it runs
+// `kill -N pid...` there as root with the processes' in-sandbox PIDs
+// (NSpid), collected the same way but without stopping them; that needs a
+// kill program in the image (busybox has one). When the Manager cannot see
+// the engine host's processes at all (it runs in another PID namespace or
+// on another machine), KillCommand fails with ErrUnsupported.
+
+// errNoHostProcs reports that the exec's process is not visible in this
+// process's /proc.
+var errNoHostProcs = errors.New("the engine's processes are not visible here")
+
+// signalTree delivers sig to the process tree of command e.
+func (r *commandRegistry) signalTree(ctx context.Context, e *cmdEntry, sig syscall.Signal) error {
+	root, err := r.identifyRoot(ctx, e)
+	if err != nil {
+		if errors.Is(err, errNoHostProcs) {
+			return fmt.Errorf("cannot signal the command: the Manager does not run on the Docker engine's host (%v): %w", err, ErrUnsupported)
+		}
+		return err
+	}
+	if !r.inContainerKill {
+		err = hostSignalTree(root, sig)
+		if !errors.Is(err, syscall.EPERM) {
+			return err
+		}
+	}
+	return r.sandboxSignalTree(ctx, e, root, sig)
+}
+
+// identifyRoot returns the host process the exec of e started, with its
+// identity confirmed (see step 1 above).
+func (r *commandRegistry) identifyRoot(ctx context.Context, e *cmdEntry) (proc, error) {
+	// Exec returns as soon as the engine accepted the start, which may be
+	// before the process runs: wait until it runs or the command has ended.
+	var ins container.ExecInspect
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		var err error
+		ins, err = r.m.docker.ContainerExecInspect(ctx, e.execID)
+		if err != nil {
+			return proc{}, fmt.Errorf("inspect exec: %w", engine.Classify(err))
+		}
+		if ins.Running && ins.Pid > 0 {
+			break
+		}
+		select {
+		case <-e.done:
+			return proc{}, errEnded
+		case <-ctx.Done():
+			return proc{}, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+	p, err := readProc(ins.Pid)
+	if err != nil {
+		return proc{}, fmt.Errorf("%w: pid %d: %v", errNoHostProcs, ins.Pid, err)
+	}
+	if !procInContainer(ins.Pid, e.cmd.SandboxID) {
+		return proc{}, fmt.Errorf("%w: pid %d is not in the sandbox's cgroup", errNoHostProcs, ins.Pid)
+	}
+	again, err := r.m.docker.ContainerExecInspect(ctx, e.execID)
+	if err != nil {
+		return proc{}, fmt.Errorf("inspect exec: %w", engine.Classify(err))
+	}
+	if !again.Running || again.Pid != ins.Pid {
+		return proc{}, errEnded
+	}
+	return p, nil
+}
+
+// proc identifies one process: a PID alone may be reused, a PID with its
+// start time (clock ticks since boot) may not.
+type proc struct {
+	pid, ppid int
+	start     uint64
+	nspid     int // PID inside the sandbox; 0 when unknown
+}
+
+// parseStat extracts the parent PID, state and start time from the text of
+// /proc/PID/stat. The command name (field 2) may contain spaces and
+// parentheses, so fields are counted after its last ')'.
+func parseStat(stat string) (ppid int, state byte, start uint64, err error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, 0, fmt.Errorf("malformed stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state), f[1] field 4 (ppid), f[19] field 22 (starttime).
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, 0, fmt.Errorf("malformed stat")
+	}
+	ppid, err = strconv.Atoi(f[1])
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("malformed stat: %v", err)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("malformed stat: %v", err)
+	}
+	return ppid, f[0][0], start, nil
+}
+
+// parseNSpid returns the innermost PID of the NSpid line of
+// /proc/PID/status, or 0.
+func parseNSpid(status string) int {
+	for _, line := range strings.Split(status, "\n") {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return 0
+			}
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return 0
+}
+
+// isStopSignal reports signals after which the tree must stay stopped.
+func isStopSignal(sig syscall.Signal) bool {
+	return sig == sigStop || sig == sigTSTP || sig == sigTTIN || sig == sigTTOU
+}
+
+// sandboxSignalTree signals the tree from inside the sandbox with its kill
+// program, using the processes' in-sandbox PIDs.
+func (r *commandRegistry) sandboxSignalTree(ctx context.Context, e *cmdEntry, root proc, sig syscall.Signal) error {
+	tree, err := collectTree(root)
+	if err != nil {
+		return err
+	}
+	args := []string{"kill", "-" + strconv.Itoa(int(sig))}
+	for i := len(tree) - 1; i >= 0; i-- { // deepest first
+		if tree[i].nspid <= 0 {
+			return fmt.Errorf("%w: no in-sandbox pid for pid %d", errNoHostProcs, tree[i].pid)
+		}
+		args = append(args, strconv.Itoa(tree[i].nspid))
+	}
+	created, err := r.m.docker.ContainerExecCreate(ctx, e.cmd.SandboxID, container.ExecOptions{
+		User: "0", Cmd: args, AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		return fmt.Errorf("exec kill in sandbox: %w", engine.Classify(err))
+	}
+	hj, err := r.m.docker.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return fmt.Errorf("exec kill in sandbox: %w", engine.Classify(err))
+	}
+	var out strings.Builder
+	_, _ = stdcopy.StdCopy(&out, &out, hj.Reader)
+	hj.Close()
+	tmp := &cmdEntry{execID: created.ID, cmd: Command{SandboxID: e.cmd.SandboxID}}
+	code, msg := r.waitExit(ctx, tmp)
+	switch {
+	case msg != "":
+		return fmt.Errorf("exec kill in sandbox: %s", msg)
+	case *code == 126 || *code == 127:
+		return fmt.Errorf("the sandbox's image has no kill program: %w", ErrUnsupported)
+	case *code != 0:
+		// kill reports processes that ended meanwhile; the rest were signalled.
+		r.m.log.Debug("in-sandbox kill reported an error", "code", *code, "output", out.String())
+	}
+	return nil
+}
