@@ -293,6 +293,13 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, name, spec string
 		return nil, err
 	}
 	resp, err := m.docker.ContainerCreate(ctx, cfg, host, nil, nil, m.containerName(name))
+	if err != nil && ctx.Err() != nil && o.Name == "" {
+		// Cancelled mid-request: the engine may still make the container
+		// after the client went away. The generated name is ours alone, so
+		// remove it by name once it appears, in the background.
+		m.removeLate(m.containerName(name))
+		return nil, err
+	}
 	if err != nil {
 		err = engine.Classify(err)
 		if errors.Is(err, ErrConflict) {
@@ -342,6 +349,28 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, name, spec string
 		return nil, fmt.Errorf("inspect: %w", engine.Classify(err))
 	}
 	return &CreateResult{Sandbox: m.fromInspect(c), Created: true}, nil
+}
+
+// removeLate removes the container called name if the engine creates it
+// within a few seconds, for a create whose request was cancelled.
+func (m *Manager) removeLate(name string) {
+	m.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			err := engine.Classify(m.docker.ContainerRemove(ctx, name, container.RemoveOptions{Force: true, RemoveVolumes: true}))
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
+				m.log.Warn("remove container of a cancelled create", "container", name, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	})
 }
 
 // firstArg returns the program a new container will run, when Create

@@ -592,3 +592,27 @@ func TestCloseStopsEverything(t *testing.T) {
 	is.NoErr(err)
 	is.True(ci.State.Running) // Close leaves sandboxes running
 }
+
+func TestCreateCancelledLeavesNothing(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	m, _ := newTestManager(t)
+	// Cancel at many points of Create's work; whatever it did must be undone
+	// unless it returned a sandbox.
+	for _, d := range []time.Duration{time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond,
+		20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond, 160 * time.Millisecond, 320 * time.Millisecond} {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		res, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage})
+		cancel()
+		if err == nil {
+			is.NoErr(m.Delete(context.Background(), res.ID)) // a finished create is the caller's to delete
+		}
+	}
+	var left []*Sandbox
+	waitFor(t, 10*time.Second, "containers of cancelled creates to be removed", func() bool {
+		var err error
+		left, err = m.List(context.Background())
+		is.NoErr(err)
+		return len(left) == 0
+	})
+}
