@@ -1,5 +1,3 @@
-//go:build opensbx_commands
-
 package httpapi
 
 import (
@@ -68,6 +66,8 @@ type runRequest struct {
 	Cwd     string            `json:"cwd"`
 	Env     map[string]string `json:"env"`
 	User    string            `json:"user"`
+	// OpenStdin keeps the command's stdin open for POST .../stdin.
+	OpenStdin bool `json:"open_stdin"`
 }
 
 // handleCommandRun starts a command and answers at once with it; with
@@ -90,7 +90,7 @@ func (s *server) handleCommandRun() http.Handler {
 			return
 		}
 		id := r.PathValue("id")
-		cmd, err := s.m.Exec(r.Context(), id, opensbx.ExecOptions{Command: req.Command, Args: req.Args, Cwd: req.Cwd, Env: req.Env, User: req.User})
+		cmd, err := s.m.Exec(r.Context(), id, opensbx.ExecOptions{Command: req.Command, Args: req.Args, Cwd: req.Cwd, Env: req.Env, User: req.User, OpenStdin: req.OpenStdin})
 		if err != nil {
 			s.fail(w, r, err)
 			return
