@@ -647,6 +647,7 @@ func checkWriteMode(mode fs.FileMode) (fs.FileMode, error) {
 // writeFile writes size bytes from src to the file at p of container id.
 func (m *Manager) writeFile(ctx context.Context, id, p string, src io.Reader, size int64, mode fs.FileMode) error {
 	target := p
+	exists := false
 	st, err := m.statPath(ctx, id, p)
 	switch {
 	case err == nil:
@@ -660,6 +661,7 @@ func (m *Manager) writeFile(ctx context.Context, id, p string, src io.Reader, si
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
+		exists = err == nil
 	case errors.Is(err, ErrNotFound):
 	default:
 		return err
@@ -667,9 +669,12 @@ func (m *Manager) writeFile(ctx context.Context, id, p string, src io.Reader, si
 	if target == "/" {
 		return sbxerr.Invalid("%q is a directory, not a file", p)
 	}
-	anchor, rel, err := m.resolveDir(ctx, id, path.Dir(target))
-	if err != nil {
-		return err
+	// An existing file's parent is an existing directory: no need to look.
+	anchor, rel := path.Dir(target), ""
+	if !exists {
+		if anchor, rel, err = m.resolveDir(ctx, id, anchor); err != nil {
+			return err
+		}
 	}
 	now := time.Now()
 	return m.copyTo(ctx, id, anchor, func(tw *tar.Writer) error {
