@@ -368,6 +368,13 @@ func TestPullImageByTagAndDigest(t *testing.T) {
 	is.NoErr(err) // inspect by digest
 	is.Equal(d.ID, id)
 	is.NoErr(m.RemoveImage(ctx, digestRef, false))
+
+	// Tag and digest together: the digest decides.
+	both := tagRef + "@" + strings.SplitN(digestRef, "@", 2)[1]
+	img, err = m.PullImage(ctx, both, PullOptions{})
+	is.NoErr(err) // pull by tag@digest
+	is.Equal(img.ID, id)
+	is.NoErr(m.RemoveImage(ctx, id, false))
 }
 
 func TestPullImageUnknown(t *testing.T) {
@@ -502,6 +509,28 @@ func TestPullImageLastWaiterCancels(t *testing.T) {
 		t.Fatal("the shared pull was not cancelled when its only caller left")
 	}
 	close(calls.gate)
+}
+
+func TestPullImageClose(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	calls := newImageCallCounter(testenv.Engine(t), true)
+	m, _ := newTestManager(t, WithDockerClient(calls))
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.PullImage(t.Context(), imgRegistryRepo(t)+":v1", PullOptions{})
+		done <- err
+	}()
+	<-calls.entered
+	is.NoErr(m.Close())                          // waits for the pull goroutine
+	is.True(errors.Is(<-done, context.Canceled)) // the caller was released
+	select {
+	case <-calls.gateAborted: // the engine request was cancelled by Close
+	default:
+		t.Fatal("Close returned while the engine request was still held")
+	}
+	_, err := m.PullImage(t.Context(), testenv.BusyboxImage, PullOptions{})
+	is.True(errors.Is(err, ErrClosed))
 }
 
 // imgFakeRegistry is an HTTP registry on 127.0.0.1 (an insecure registry by
