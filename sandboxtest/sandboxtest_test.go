@@ -105,6 +105,10 @@ func TestParallelLeavesNothing(t *testing.T) {
 				if got := string(sb.ReadFile("/tmp/n")); got != strconv.Itoa(i) {
 					t.Errorf("read back %q", got)
 				}
+				stdout, _, code := sb.Exec("cat", "/tmp/n")
+				if code != 0 || stdout != strconv.Itoa(i) {
+					t.Errorf("exec: code %d, stdout %q", code, stdout)
+				}
 				mu.Lock()
 				runs[sb.RunID()] = sb.ID()
 				mu.Unlock()

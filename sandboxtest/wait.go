@@ -77,6 +77,13 @@ func (t timing) orDefault(interval time.Duration) timing {
 // permanent failure (err) that ends the wait at once.
 type attempt func(ctx context.Context) (ready bool, seen string, err error)
 
+// cutShort reports whether an attempt may have been cut off by the wait's
+// own deadline.
+func cutShort(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ctx.Err() != nil || (ok && !time.Now().Before(dl))
+}
+
 // poll runs try every interval until it reports ready, fails permanently,
 // or the timeout or ctx ends.
 func poll(ctx context.Context, t timing, what string, try attempt) error {
@@ -94,8 +101,9 @@ func poll(ctx context.Context, t timing, what string, try attempt) error {
 		if ready {
 			return nil
 		}
-		// An attempt cut short by the deadline saw nothing worth keeping.
-		if dl, _ := ctx.Deadline(); seen != "" && ctx.Err() == nil && time.Now().Before(dl) {
+		// What an attempt cut short by the deadline saw is kept only when
+		// nothing was seen before: it is mostly the deadline's own error.
+		if seen != "" && (werr.Last == "" || !cutShort(ctx)) {
 			werr.Last = seen
 		}
 		select {
