@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker/docker/client"
 	"github.com/matryer/is"
+	"go.uber.org/goleak"
 
 	"github.com/opensbx/opensbx/internal/testenv"
 )
@@ -765,4 +766,70 @@ func TestCleanFilePath(t *testing.T) {
 		_, err := cleanFilePath(in)
 		is.True(errors.Is(err, ErrInvalid))
 	}
+}
+
+// filesFailingReader yields n bytes, then fails with err; with block set it
+// instead waits for ctx and fails with ctx's error.
+type filesFailingReader struct {
+	n     int
+	err   error
+	block context.Context
+}
+
+func (r *filesFailingReader) Read(p []byte) (int, error) {
+	if r.n <= 0 {
+		if r.block != nil {
+			<-r.block.Done()
+			return 0, r.block.Err()
+		}
+		return 0, r.err
+	}
+	k := min(len(p), r.n)
+	clear(p[:k])
+	r.n -= k
+	return k, nil
+}
+
+// TestFilesStreamsFailCloseAndLeak checks the goroutines and lifetimes of
+// streamed transfers: a failing source, a cancelled write, and a download
+// open while the Manager closes. Not parallel: it counts goroutines.
+func TestFilesStreamsFailCloseAndLeak(t *testing.T) {
+	is := is.New(t)
+	m, _ := newTestManager(t)
+	sb := newBusybox(t, m, CreateOptions{})
+	ignore := goleak.IgnoreCurrent()
+	ctx := context.Background()
+
+	boom := errors.New("boom")
+	err := m.WriteFileFrom(ctx, sb.ID, "/tmp/fail", &filesFailingReader{n: 100 << 10, err: boom}, 1<<20, 0)
+	is.True(errors.Is(err, boom)) // the source's error comes back
+	err = m.WriteFileFrom(ctx, sb.ID, "/tmp/fail-spool", &filesFailingReader{n: 100 << 10, err: boom}, -1, 0)
+	is.True(errors.Is(err, boom)) // also while spooling
+
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-time.After(200 * time.Millisecond)
+		cancel()
+	}()
+	err = m.WriteFileFrom(cctx, sb.ID, "/tmp/cancelled", &filesFailingReader{n: 64 << 10, block: cctx}, 1<<20, 0)
+	is.True(errors.Is(err, context.Canceled)) // a cancelled write returns
+
+	is.NoErr(m.WriteFileFrom(ctx, sb.ID, "/tmp/big", &filesGen{state: 1, n: 8 << 20}, 8<<20, 0))
+	rc, _, err := m.OpenFile(ctx, sb.ID, "/tmp/big")
+	is.NoErr(err)
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close() }()
+	io.Copy(io.Discard, rc) // ends with EOF or the cancellation, whichever comes first
+	select {
+	case err := <-closed:
+		t.Fatalf("Manager.Close returned (%v) while a stream was open", err)
+	default:
+	}
+	is.NoErr(rc.Close())
+	is.NoErr(<-closed) // Close waits for the open stream, then returns
+	_, _, err = m.OpenFile(ctx, sb.ID, "/tmp/big")
+	is.True(errors.Is(err, ErrClosed))
+
+	goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))
 }
