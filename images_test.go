@@ -208,7 +208,7 @@ func (g *pullGroup) waitersOf(ref string) int {
 // imgUnique builds an image of its own (testenv.BusyboxImage plus a unique
 // label, so a new id with no other tag) tagged tag, and returns its id. The
 // image and the containers using it are removed when the test ends.
-func imgUnique(t *testing.T, cli *client.Client, tag string) string {
+func imgUnique(t testing.TB, cli *client.Client, tag string) string {
 	t.Helper()
 	ctx := t.Context()
 	dockerfile := fmt.Sprintf("FROM %s\nLABEL opensbx-test.unique=%s\n", testenv.BusyboxImage, randomHex(8))
@@ -239,7 +239,7 @@ func imgUnique(t *testing.T, cli *client.Client, tag string) string {
 
 // imgRemoveAll removes image id (all its tags) and the containers of
 // this test run that use it. Not found counts as success.
-func imgRemoveAll(t *testing.T, cli *client.Client, id string) {
+func imgRemoveAll(t testing.TB, cli *client.Client, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
@@ -282,7 +282,7 @@ func imgReadStream(r io.Reader, aux func(json.RawMessage)) error {
 
 // pushImage pushes ref to the local registry and returns the manifest
 // digest the registry reported.
-func imgPush(t *testing.T, cli *client.Client, ref string) string {
+func imgPush(t testing.TB, cli *client.Client, ref string) string {
 	t.Helper()
 	rc, err := cli.ImagePush(t.Context(), ref, image.PushOptions{RegistryAuth: base64.URLEncoding.EncodeToString([]byte("{}"))})
 	if err != nil {
@@ -306,7 +306,7 @@ func imgPush(t *testing.T, cli *client.Client, ref string) string {
 }
 
 // imgRegistryRepo is a repository name in the local registry unique to this call.
-func imgRegistryRepo(t *testing.T) string {
+func imgRegistryRepo(t testing.TB) string {
 	t.Helper()
 	resp, err := http.Get("http://" + testenv.RegistryAddr + "/v2/")
 	if err != nil {
@@ -318,7 +318,7 @@ func imgRegistryRepo(t *testing.T) string {
 
 // imgPushed builds a unique image, pushes it as repo:v1, removes it
 // locally and returns the tag reference, the digest reference and its id.
-func imgPushed(t *testing.T, cli *client.Client) (tagRef, digestRef, id string) {
+func imgPushed(t testing.TB, cli *client.Client) (tagRef, digestRef, id string) {
 	t.Helper()
 	repo := imgRegistryRepo(t)
 	tagRef = repo + ":v1"
