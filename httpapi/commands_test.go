@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
+
+	"github.com/opensbx/opensbx/httpapi"
 )
 
 func cmdURL(id string, rest ...string) string {
@@ -208,18 +211,36 @@ func TestCommandLogStream(t *testing.T) {
 	is.Equal(rec["error"].(map[string]any)["code"], "BAD_REQUEST")
 }
 
-func TestCommandLogStreamEndsWhenClientLeaves(t *testing.T) {
+func TestStreamsEndWhenClientLeaves(t *testing.T) {
 	t.Parallel()
 	m, _ := newManager(t)
-	a := newAPI(t, m)
+	returned := make(chan string, 8)
+	inner := httpapi.New(m)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(w, r)
+		returned <- r.Method + " " + r.URL.Path
+	}))
+	t.Cleanup(srv.Close)
+	a := &api{t: t, srv: srv}
 	id := a.createBusybox(nil)["id"].(string)
+	<-returned
 	c := a.run(id, map[string]any{"command": "sh", "args": []string{"-c", "echo x; sleep 300"}})
-	ctx, cancel := context.WithCancel(context.Background())
-	s := a.stream(a.newRequest("GET", cmdURL(id, "/", c["id"].(string), "/logs?stream=true"), nil).WithContext(ctx))
-	s.next(t)
-	cancel()
-	// The handler must return: httptest.Server.Close (in Cleanup) blocks on
-	// handlers still running, and Manager.Close waits for FollowOutput.
+	<-returned
+	for _, path := range []string{
+		cmdURL(id, "/", c["id"].(string), "/logs?stream=true"),
+		cmdURL(id, "/", c["id"].(string), "?wait=true"),
+		"/v1/sandboxes/" + id + "/stats?stream=true",
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		s := a.stream(a.newRequest("GET", path, nil).WithContext(ctx))
+		s.next(t) // the stream is live
+		cancel()
+		select {
+		case <-returned:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: handler still running 20s after the client left", path)
+		}
+	}
 }
 
 func TestCommandStdin(t *testing.T) {
