@@ -159,11 +159,11 @@ func fileNotFound(p string) error {
 	return sbxerr.NotFound("no such file or directory: %q", p)
 }
 
-// pathError translates an Engine error about path p in container id. The
+// filePathError translates an Engine error about path p in container id. The
 // engine answers not-found for a missing path, but a plain server error when
 // a parent of the path is not a directory (ENOTDIR); that case is found out
 // by looking at the parents and reported as not-found too.
-func (m *Manager) pathError(ctx context.Context, id, p string, err error) error {
+func (m *Manager) filePathError(ctx context.Context, id, p string, err error) error {
 	err = engine.Classify(err)
 	if errors.Is(err, ErrNotFound) {
 		return fileNotFound(p)
@@ -171,15 +171,15 @@ func (m *Manager) pathError(ctx context.Context, id, p string, err error) error 
 	if errors.Is(err, ErrConflict) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalid) || ctx.Err() != nil {
 		return err
 	}
-	if parent, ok := m.nonDirParent(ctx, id, p); ok {
+	if parent, ok := m.fileNonDirParent(ctx, id, p); ok {
 		return sbxerr.NotFound("no such file or directory: %q (%q is not a directory)", p, parent)
 	}
 	return err
 }
 
-// nonDirParent returns the nearest existing parent of p when it is not a
+// fileNonDirParent returns the nearest existing parent of p when it is not a
 // directory (or a link to one).
-func (m *Manager) nonDirParent(ctx context.Context, id, p string) (string, bool) {
+func (m *Manager) fileNonDirParent(ctx context.Context, id, p string) (string, bool) {
 	for d := path.Dir(p); d != "/"; d = path.Dir(d) {
 		st, err := m.docker.ContainerStatPath(ctx, id, d)
 		if err != nil {
@@ -195,13 +195,13 @@ func (m *Manager) nonDirParent(ctx context.Context, id, p string) (string, bool)
 	return "", false
 }
 
-// statPath is ContainerStatPath with errors translated. It does not follow
+// fileStat is ContainerStatPath with errors translated. It does not follow
 // a symbolic link at p; its LinkTarget is the link's fully resolved
 // absolute target.
-func (m *Manager) statPath(ctx context.Context, id, p string) (container.PathStat, error) {
+func (m *Manager) fileStat(ctx context.Context, id, p string) (container.PathStat, error) {
 	st, err := m.docker.ContainerStatPath(ctx, id, p)
 	if err != nil {
-		return st, m.pathError(ctx, id, p, err)
+		return st, m.filePathError(ctx, id, p, err)
 	}
 	return st, nil
 }
@@ -224,7 +224,7 @@ func (m *Manager) StatFile(ctx context.Context, sandboxID, path string) (FileInf
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("stat file: %w", err)
 	}
-	st, err := m.statPath(ctx, c.ID, p)
+	st, err := m.fileStat(ctx, c.ID, p)
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("stat file: %w", err)
 	}
@@ -232,18 +232,18 @@ func (m *Manager) StatFile(ctx context.Context, sandboxID, path string) (FileInf
 	if fi.Type == FileTypeSymlink {
 		// The stat carries the resolved target; the archive's header has the
 		// link's own text, which is what ls and ListDir show.
-		if target, err := m.readLink(ctx, c.ID, p); err == nil {
+		if target, err := m.fileReadLink(ctx, c.ID, p); err == nil {
 			fi.LinkTarget, fi.Size = target, int64(len(target))
 		}
 	}
 	return fi, nil
 }
 
-// readLink returns the text of the symbolic link at p.
-func (m *Manager) readLink(ctx context.Context, id, p string) (string, error) {
+// fileReadLink returns the text of the symbolic link at p.
+func (m *Manager) fileReadLink(ctx context.Context, id, p string) (string, error) {
 	rc, _, err := m.docker.CopyFromContainer(ctx, id, p)
 	if err != nil {
-		return "", m.pathError(ctx, id, p, err)
+		return "", m.filePathError(ctx, id, p, err)
 	}
 	defer rc.Close()
 	hdr, _, err := tarutil.First(rc)
@@ -256,16 +256,16 @@ func (m *Manager) readLink(ctx context.Context, id, p string) (string, error) {
 	return hdr.Linkname, nil
 }
 
-// openEntry opens the regular file at p (following symbolic links) as the
+// fileOpen opens the regular file at p (following symbolic links) as the
 // first entry of an archive from the engine. limit > 0 makes a file larger
 // than limit fail with ErrTooLarge before its body is transferred. The
 // caller closes body.
-func (m *Manager) openEntry(ctx context.Context, id, p string, limit int64) (body io.ReadCloser, hdr *tar.Header, entry io.Reader, fi FileInfo, err error) {
+func (m *Manager) fileOpen(ctx context.Context, id, p string, limit int64) (body io.ReadCloser, hdr *tar.Header, entry io.Reader, fi FileInfo, err error) {
 	target := p
 	for hops := 0; ; hops++ {
 		rc, st, err := m.docker.CopyFromContainer(ctx, id, target)
 		if err != nil {
-			return nil, nil, nil, FileInfo{}, m.pathError(ctx, id, p, err)
+			return nil, nil, nil, FileInfo{}, m.filePathError(ctx, id, p, err)
 		}
 		switch {
 		case st.Mode&fs.ModeSymlink != 0:
@@ -322,7 +322,7 @@ func (m *Manager) ReadFile(ctx context.Context, sandboxID, path string) ([]byte,
 		return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
 	}
 	limit := m.cfg.fileSizeLimit
-	body, hdr, entry, fi, err := m.openEntry(ctx, c.ID, p, limit)
+	body, hdr, entry, fi, err := m.fileOpen(ctx, c.ID, p, limit)
 	if err != nil {
 		return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
 	}
@@ -358,7 +358,7 @@ func (m *Manager) OpenFile(ctx context.Context, sandboxID, path string) (io.Read
 		done()
 		return nil, FileInfo{}, fmt.Errorf("open file: %w", err)
 	}
-	body, _, entry, fi, err := m.openEntry(ctx, c.ID, p, 0)
+	body, _, entry, fi, err := m.fileOpen(ctx, c.ID, p, 0)
 	if err != nil {
 		done()
 		return nil, FileInfo{}, fmt.Errorf("open file: %w", err)
@@ -411,7 +411,7 @@ func (m *Manager) DownloadTar(ctx context.Context, sandboxID, path string) (io.R
 	}
 	rc, _, err := m.docker.CopyFromContainer(ctx, c.ID, p)
 	if err != nil {
-		err = m.pathError(ctx, c.ID, p, err)
+		err = m.filePathError(ctx, c.ID, p, err)
 		done()
 		return nil, fmt.Errorf("download tar: %w", err)
 	}
@@ -448,7 +448,7 @@ func (m *Manager) ListDir(ctx context.Context, sandboxID, path string) ([]FileIn
 		var st container.PathStat
 		rc, st, err = m.docker.CopyFromContainer(ctx, c.ID, target)
 		if err != nil {
-			return nil, fmt.Errorf("list directory: %w", m.pathError(ctx, c.ID, p, err))
+			return nil, fmt.Errorf("list directory: %w", m.filePathError(ctx, c.ID, p, err))
 		}
 		if st.Mode&fs.ModeSymlink != 0 && st.LinkTarget != "" && hops < maxFileLinkHops {
 			rc.Close()
@@ -558,21 +558,23 @@ func lsName(name string) string {
 	return name
 }
 
-// resolveDir finds where to unpack an archive so that directory p exists
+// fileResolveDir finds where to unpack an archive so that directory p exists
 // afterwards: it returns the nearest existing directory at or above p
 // (anchor) and the path of p below it (rel, "" when p exists). A symbolic
 // link at p or on the way is followed. A non-directory in the way fails
 // with ErrConflict.
-func (m *Manager) resolveDir(ctx context.Context, id, p string) (anchor, rel string, err error) {
+func (m *Manager) fileResolveDir(ctx context.Context, id, p string) (anchor, rel string, err error) {
 	var missing []string
 	d := p
 	for {
-		st, err := m.statPath(ctx, id, d)
+		st, err := m.fileStat(ctx, id, d)
 		if err == nil {
 			if st.Mode&fs.ModeSymlink != 0 {
 				target := st.LinkTarget
-				if st, err = m.statPath(ctx, id, target); err != nil {
+				if st, err = m.fileStat(ctx, id, target); errors.Is(err, ErrNotFound) {
 					return "", "", sbxerr.Conflict("%q is a symbolic link to %q, which does not exist", d, target)
+				} else if err != nil {
+					return "", "", err
 				}
 				d = target
 			}
@@ -600,10 +602,10 @@ func (m *Manager) resolveDir(ctx context.Context, id, p string) (anchor, rel str
 // reading (it answered early, usually with an error).
 var errEngineStopped = errors.New("the engine stopped reading the archive")
 
-// copyTo unpacks the archive that fill writes into directory anchor of
-// container id. fill runs in a goroutine that copyTo waits for; its error
+// fileCopyTo unpacks the archive that fill writes into directory anchor of
+// container id. fill runs in a goroutine that fileCopyTo waits for; its error
 // (a bad source) comes first, then the engine's.
-func (m *Manager) copyTo(ctx context.Context, id, anchor string, fill func(tw *tar.Writer) error) error {
+func (m *Manager) fileCopyTo(ctx context.Context, id, anchor string, fill func(tw *tar.Writer) error) error {
 	pr, pw := io.Pipe()
 	fillErr := make(chan error, 1)
 	go func() {
@@ -621,7 +623,7 @@ func (m *Manager) copyTo(ctx context.Context, id, anchor string, fill func(tw *t
 		return ferr
 	}
 	if err != nil {
-		return m.pathError(ctx, id, anchor, err)
+		return m.filePathError(ctx, id, anchor, err)
 	}
 	return nil
 }
@@ -644,44 +646,57 @@ func checkWriteMode(mode fs.FileMode) (fs.FileMode, error) {
 	return mode, nil
 }
 
-// writeFile writes size bytes from src to the file at p of container id.
-func (m *Manager) writeFile(ctx context.Context, id, p string, src io.Reader, size int64, mode fs.FileMode) error {
+// fileWritePlan says where a file write unpacks its archive: into
+// directory anchor, with the missing directories rel ("" for none) and the
+// file's name below it.
+type fileWritePlan struct {
+	anchor, rel, name string
+}
+
+// filePlanWrite checks that the file at p of container id can be written
+// and plans the archive. A symbolic link at p is written through.
+func (m *Manager) filePlanWrite(ctx context.Context, id, p string) (fileWritePlan, error) {
 	target := p
 	exists := false
-	st, err := m.statPath(ctx, id, p)
+	st, err := m.fileStat(ctx, id, p)
 	switch {
 	case err == nil:
 		if st.Mode&fs.ModeSymlink != 0 && st.LinkTarget != "" {
 			target = st.LinkTarget // write through the link, like os.WriteFile
-			st, err = m.statPath(ctx, id, target)
+			st, err = m.fileStat(ctx, id, target)
 		}
 		if err == nil && st.Mode.IsDir() {
-			return sbxerr.Invalid("%q is a directory, not a file", p)
+			return fileWritePlan{}, sbxerr.Invalid("%q is a directory, not a file", p)
 		}
 		if err != nil && !errors.Is(err, ErrNotFound) {
-			return err
+			return fileWritePlan{}, err
 		}
 		exists = err == nil
 	case errors.Is(err, ErrNotFound):
 	default:
-		return err
+		return fileWritePlan{}, err
 	}
 	if target == "/" {
-		return sbxerr.Invalid("%q is a directory, not a file", p)
+		return fileWritePlan{}, sbxerr.Invalid("%q is a directory, not a file", p)
 	}
 	// An existing file's parent is an existing directory: no need to look.
-	anchor, rel := path.Dir(target), ""
+	plan := fileWritePlan{anchor: path.Dir(target), name: path.Base(target)}
 	if !exists {
-		if anchor, rel, err = m.resolveDir(ctx, id, anchor); err != nil {
-			return err
+		if plan.anchor, plan.rel, err = m.fileResolveDir(ctx, id, plan.anchor); err != nil {
+			return fileWritePlan{}, err
 		}
 	}
+	return plan, nil
+}
+
+// fileWrite writes size bytes from src as planned.
+func (m *Manager) fileWrite(ctx context.Context, id string, plan fileWritePlan, src io.Reader, size int64, mode fs.FileMode) error {
 	now := time.Now()
-	return m.copyTo(ctx, id, anchor, func(tw *tar.Writer) error {
-		if err := tarutil.WriteDirs(tw, rel, now); err != nil {
+	return m.fileCopyTo(ctx, id, plan.anchor, func(tw *tar.Writer) error {
+		if err := tarutil.WriteDirs(tw, plan.rel, now); err != nil {
 			return err
 		}
-		if err := tw.WriteHeader(tarutil.FileHeader(path.Join(rel, path.Base(target)), size, mode, now)); err != nil {
+		if err := tw.WriteHeader(tarutil.FileHeader(path.Join(plan.rel, plan.name), size, mode, now)); err != nil {
 			return err
 		}
 		n, err := io.CopyN(tw, src, size)
@@ -742,8 +757,12 @@ func (m *Manager) WriteFileFrom(ctx context.Context, sandboxID, path string, r i
 	if err != nil {
 		return fmt.Errorf("write file: %w", err)
 	}
+	plan, err := m.filePlanWrite(ctx, c.ID, p)
+	if err != nil {
+		return fmt.Errorf("write file %q: %w", p, err)
+	}
 	if size == -1 {
-		spool, n, err := spoolTemp(ctx, r)
+		spool, n, err := fileSpool(ctx, r)
 		if err != nil {
 			return fmt.Errorf("write file: %w", err)
 		}
@@ -753,15 +772,15 @@ func (m *Manager) WriteFileFrom(ctx context.Context, sandboxID, path string, r i
 		}()
 		r, size = spool, n
 	}
-	if err := m.writeFile(ctx, c.ID, p, r, size, mode); err != nil {
+	if err := m.fileWrite(ctx, c.ID, plan, r, size, mode); err != nil {
 		return fmt.Errorf("write file %q: %w", p, err)
 	}
 	return nil
 }
 
-// spoolTemp copies r to a new temporary file and returns it rewound, with
+// fileSpool copies r to a new temporary file and returns it rewound, with
 // its size. The caller closes and removes the file.
-func spoolTemp(ctx context.Context, r io.Reader) (*os.File, int64, error) {
+func fileSpool(ctx context.Context, r io.Reader) (*os.File, int64, error) {
 	f, err := os.CreateTemp("", "opensbx-upload-*")
 	if err != nil {
 		return nil, 0, fmt.Errorf("spool content: %w", err)
@@ -771,7 +790,7 @@ func spoolTemp(ctx context.Context, r io.Reader) (*os.File, int64, error) {
 		os.Remove(f.Name())
 		return nil, 0, err
 	}
-	n, err := io.Copy(f, ctxReader{ctx: ctx, r: r})
+	n, err := io.Copy(f, fileCtxReader{ctx: ctx, r: r})
 	if err != nil {
 		return fail(fmt.Errorf("spool content: %w", err))
 	}
@@ -781,13 +800,13 @@ func spoolTemp(ctx context.Context, r io.Reader) (*os.File, int64, error) {
 	return f, n, nil
 }
 
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
+// fileCtxReader stops reading once ctx is done.
+type fileCtxReader struct {
 	ctx context.Context
 	r   io.Reader
 }
 
-func (c ctxReader) Read(p []byte) (int, error) {
+func (c fileCtxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -819,12 +838,12 @@ func (m *Manager) UploadTar(ctx context.Context, sandboxID, dir string, r io.Rea
 	if err != nil {
 		return fmt.Errorf("upload tar: %w", err)
 	}
-	anchor, rel, err := m.resolveDir(ctx, c.ID, p)
+	anchor, rel, err := m.fileResolveDir(ctx, c.ID, p)
 	if err != nil {
 		return fmt.Errorf("upload tar to %q: %w", p, err)
 	}
 	now := time.Now()
-	err = m.copyTo(ctx, c.ID, anchor, func(tw *tar.Writer) error {
+	err = m.fileCopyTo(ctx, c.ID, anchor, func(tw *tar.Writer) error {
 		if err := tarutil.WriteDirs(tw, rel, now); err != nil {
 			return err
 		}
@@ -861,7 +880,7 @@ func (m *Manager) DeleteFile(ctx context.Context, sandboxID, path string) error 
 	if err != nil {
 		return fmt.Errorf("delete file: %w", err)
 	}
-	if _, err := m.statPath(ctx, c.ID, p); err != nil {
+	if _, err := m.fileStat(ctx, c.ID, p); err != nil {
 		return fmt.Errorf("delete file: %w", err)
 	}
 	if st := m.stateOfInspect(c); st != StateRunning {
@@ -883,7 +902,7 @@ func (m *Manager) DeleteFile(ctx context.Context, sandboxID, path string) error 
 // fileExecResult is the outcome of a tool run by fileExec.
 type fileExecResult struct {
 	exitCode int
-	out      capBuffer // stdout and stderr together
+	out      fileCapBuffer // stdout and stderr together
 }
 
 // missingTool reports whether the engine could not start the tool: runc
@@ -903,11 +922,11 @@ func (r *fileExecResult) output() string {
 // fileExecOutputLimit bounds the output fileExec keeps.
 const fileExecOutputLimit = 4 << 10
 
-// capBuffer keeps the first fileExecOutputLimit bytes written to it and
+// fileCapBuffer keeps the first fileExecOutputLimit bytes written to it and
 // drops the rest.
-type capBuffer struct{ buf []byte }
+type fileCapBuffer struct{ buf []byte }
 
-func (b *capBuffer) Write(p []byte) (int, error) {
+func (b *fileCapBuffer) Write(p []byte) (int, error) {
 	if room := fileExecOutputLimit - len(b.buf); room > 0 {
 		b.buf = append(b.buf, p[:min(room, len(p))]...)
 	}
