@@ -574,9 +574,9 @@ func (r *commandRegistry) pump(ctx context.Context, e *cmdEntry, hj *types.Hijac
 // program was not found, 126 otherwise (not executable, bad working
 // directory or user).
 func startFailure(s outbuf.Snapshot) (int, string) {
-	const prefix = "OCI runtime exec failed: "
 	msg := strings.TrimSpace(string(s.Stdout) + string(s.Stderr))
-	if !strings.HasPrefix(msg, prefix) || strings.Contains(msg, "\n") || s.StdoutTotal+s.StderrTotal > 4096 {
+	if !(strings.HasPrefix(msg, "OCI runtime exec failed: ") || strings.HasPrefix(msg, "unable to find user ")) ||
+		strings.Contains(msg, "\n") || s.StdoutTotal+s.StderrTotal > 4096 {
 		return 126, ""
 	}
 	if strings.Contains(msg, "executable file not found") ||

@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -164,6 +167,9 @@ func TestExecMissingBinary(t *testing.T) {
 	res = run(t, m, sb.ID, ExecOptions{Command: "pwd", Cwd: "/no/such/dir"})
 	is.Equal(exitCode(res.Command), 126) // bad cwd
 	is.True(strings.Contains(res.Command.Error, "/no/such/dir"))
+	res = run(t, m, sb.ID, ExecOptions{Command: "id", User: "ghost"})
+	is.Equal(exitCode(res.Command), 126)                            // unknown user
+	is.True(strings.Contains(res.Command.Error, "find user ghost")) // explained
 	res = run(t, m, sb.ID, sh("exit 126"))
 	is.Equal(exitCode(res.Command), 126) // a program's own 126 is kept
 	is.Equal(res.Command.Error, "")
@@ -547,23 +553,32 @@ func TestCommandsSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	fin := run(t, m, sb.ID, sh("seq 1 100; printf err >&2; exit 7"))
 	var cursor string
-	is.NoErr(m.FollowOutput(ctx, sb.ID, fin.Command.ID, "", func(r OutputRecord) error {
-		if r.Type == RecordStdout {
+	err := m.FollowOutput(ctx, sb.ID, fin.Command.ID, "", func(r OutputRecord) error {
+		if r.Type == RecordDropped { // seq's first 228 bytes are over the limit
 			cursor = r.Cursor
 			return errStopFollow
 		}
 		return nil
-	}))
+	})
+	is.True(errors.Is(err, errStopFollow)) // fn's error comes back
+	is.True(cursor != "")
 	long, err := m.Exec(ctx, sb.ID, ExecOptions{Command: "sleep", Args: []string{"1000"}})
 	is.NoErr(err)
+	// A record left "running" by a Manager that crashed (no Close).
+	crashed := storedCommand{Command: Command{ID: "cmd_crashed", Name: "x", SandboxID: sb.ID, State: CommandRunning, StartedAt: time.Now()}}
+	b, err := json.Marshal(crashed)
+	is.NoErr(err)
+	is.NoErr(m.store.Put(commandsBucket, sb.ID+"/cmd_crashed", b))
 	is.NoErr(m.Close())
+	_, err = m.Commands(ctx, sb.ID)
+	is.True(errors.Is(err, ErrClosed)) // closed
 
 	m2, err := New(ctx, WithDockerClient(cli), WithNamespace(m.cfg.namespace), WithStateDir(dir), WithOutputLimit(64))
 	is.NoErr(err)
 	defer m2.Close()
 	list, err := m2.Commands(ctx, sb.ID)
 	is.NoErr(err)
-	is.Equal(len(list), 2)
+	is.Equal(len(list), 3)
 	got, err := m2.Command(ctx, sb.ID, fin.Command.ID)
 	is.NoErr(err)
 	is.Equal(got.State, CommandFinished)
@@ -577,6 +592,10 @@ func TestCommandsSurviveRestart(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(lost.State, CommandFailed) // running at Close: recorded, not lost
 	is.True(lost.Error != "")
+	lost, err = m2.Command(ctx, sb.ID, "cmd_crashed")
+	is.NoErr(err)
+	is.Equal(lost.State, CommandFailed) // running at a crash: recorded failed
+	is.True(!lost.FinishedAt.IsZero())
 	// A cursor from before the restart still resumes exactly.
 	var rest []byte
 	is.NoErr(m2.FollowOutput(ctx, sb.ID, fin.Command.ID, cursor, func(r OutputRecord) error {
@@ -585,7 +604,7 @@ func TestCommandsSurviveRestart(t *testing.T) {
 		}
 		return nil
 	}))
-	is.True(len(rest) > 0 && bytes.HasSuffix(fin.Stdout, rest))
+	is.Equal(rest, fin.Stdout) // exactly the kept bytes after the drop
 }
 
 func TestRunContextCancel(t *testing.T) {
@@ -653,4 +672,38 @@ func TestParseStatAndCursor(t *testing.T) {
 		_, err := parseCursor(bad)
 		is.True(errors.Is(err, ErrInvalid))
 	}
+}
+
+// TestCloseStopsCommandGoroutines checks that Close ends every goroutine
+// the commands feature started: output pumps, stdin copies, followers. Not
+// parallel, so other tests' goroutines do not count.
+func TestCloseStopsCommandGoroutines(t *testing.T) {
+	is := is.New(t)
+	m, _ := newTestManager(t)
+	sb := newBusybox(t, m, CreateOptions{})
+	ctx := context.Background()
+	run(t, m, sb.ID, ExecOptions{Command: "true"}) // warm the client's connections
+	base := runtime.NumGoroutine()
+
+	pr, pw := io.Pipe() // a stdin reader that only ends when closed
+	defer pw.Close()
+	c, err := m.Exec(ctx, sb.ID, ExecOptions{Command: "cat", Stdin: pr})
+	is.NoErr(err)
+	_, err = m.Exec(ctx, sb.ID, ExecOptions{Command: "sleep", Args: []string{"1000"}, OpenStdin: true})
+	is.NoErr(err)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- m.FollowOutput(ctx, sb.ID, c.ID, "", func(OutputRecord) error { return nil })
+	}()
+	pw.Write([]byte("x"))
+	waitUntil(t, func() bool {
+		out, err := m.CommandOutput(ctx, sb.ID, c.ID)
+		return err == nil && string(out.Stdout) == "x"
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close() }()
+	pw.Close() // the stdin copy's Read returns; Close can finish
+	is.NoErr(<-closed)
+	is.True(errors.Is(<-followed, ErrClosed)) // the follower was ended by Close
+	waitUntil(t, func() bool { return runtime.NumGoroutine() <= base })
 }
