@@ -180,6 +180,19 @@ func (c *imageCallCounter) ImagePull(ctx context.Context, ref string, opts image
 	return c.APIClient.ImagePull(ctx, ref, opts)
 }
 
+// awaitEntered waits until the first ImagePull reached the gate, failing
+// the test if the pull ended before (done) or nothing happened in 20 s.
+func (c *imageCallCounter) awaitEntered(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case <-c.entered:
+	case err := <-done:
+		t.Fatalf("pull ended before reaching the engine: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("pull did not reach the engine in 20 s")
+	}
+}
+
 func (c *imageCallCounter) ImageInspect(ctx context.Context, ref string, opts ...client.ImageInspectOption) (image.InspectResponse, error) {
 	c.inspects.Add(1)
 	return c.APIClient.ImageInspect(ctx, ref, opts...)
@@ -462,7 +475,7 @@ func TestPullImageWaiterContext(t *testing.T) {
 		img, err = m.PullImage(t.Context(), tagRef, PullOptions{})
 		firstDone <- err
 	}()
-	<-calls.entered
+	calls.awaitEntered(t, firstDone)
 	ctx, cancel := context.WithCancel(t.Context())
 	secondDone := make(chan error, 1)
 	var lateProgress atomic.Bool
@@ -500,7 +513,7 @@ func TestPullImageLastWaiterCancels(t *testing.T) {
 		_, err := m.PullImage(ctx, ref, PullOptions{})
 		done <- err
 	}()
-	<-calls.entered
+	calls.awaitEntered(t, done)
 	cancel()
 	is.True(errors.Is(<-done, context.Canceled))
 	select {
@@ -521,7 +534,7 @@ func TestPullImageClose(t *testing.T) {
 		_, err := m.PullImage(t.Context(), imgRegistryRepo(t)+":v1", PullOptions{})
 		done <- err
 	}()
-	<-calls.entered
+	calls.awaitEntered(t, done)
 	is.NoErr(m.Close())                          // waits for the pull goroutine
 	is.True(errors.Is(<-done, context.Canceled)) // the caller was released
 	select {
