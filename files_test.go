@@ -501,10 +501,21 @@ func TestFilesStoppedSandbox(t *testing.T) {
 	m, _ := newTestManager(t)
 	sb := newBusybox(t, m, CreateOptions{})
 	is.NoErr(m.WriteFile(ctx, sb.ID, "/tmp/before", []byte("written while running"), 0))
-	_, err := m.Stop(ctx, sb.ID)
+
+	_, err := m.Pause(ctx, sb.ID)
+	is.NoErr(err)
+	got, _, err := m.ReadFile(ctx, sb.ID, "/tmp/before")
+	is.NoErr(err)
+	is.Equal(string(got), "written while running")                           // read from a paused sandbox
+	is.NoErr(m.WriteFile(ctx, sb.ID, "/tmp/paused", []byte("p"), 0))         // and write
+	is.True(errors.Is(m.DeleteFile(ctx, sb.ID, "/tmp/paused"), ErrConflict)) // rm cannot run while paused
+	_, err = m.Resume(ctx, sb.ID)
 	is.NoErr(err)
 
-	got, _, err := m.ReadFile(ctx, sb.ID, "/tmp/before")
+	_, err = m.Stop(ctx, sb.ID)
+	is.NoErr(err)
+
+	got, _, err = m.ReadFile(ctx, sb.ID, "/tmp/before")
 	is.NoErr(err)
 	is.Equal(string(got), "written while running") // read from a stopped sandbox
 	fi, err := m.StatFile(ctx, sb.ID, "/tmp/before")
@@ -512,7 +523,7 @@ func TestFilesStoppedSandbox(t *testing.T) {
 	is.Equal(fi.Size, int64(len("written while running")))
 	list, err := m.ListDir(ctx, sb.ID, "/tmp")
 	is.NoErr(err)
-	is.Equal(filesNames(list), []string{"before"})
+	is.Equal(filesNames(list), []string{"before", "paused"})
 	is.NoErr(m.WriteFile(ctx, sb.ID, "/tmp/while/stopped", []byte("written while stopped"), 0)) // write too
 	rc, err := m.DownloadTar(ctx, sb.ID, "/tmp/while")
 	is.NoErr(err)
