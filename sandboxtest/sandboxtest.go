@@ -46,7 +46,7 @@ const (
 	// fallbackTTL is the TTL when the test has no deadline (-timeout 0).
 	fallbackTTL = 30 * time.Minute
 	// cleanupTimeout bounds the removal of one sandbox.
-	cleanupTimeout = 30 * time.Second
+	cleanupTimeout = 2 * time.Minute
 )
 
 // An Option configures New.
@@ -265,20 +265,28 @@ func New(tb testing.TB, image string, opts ...Option) *Sandbox {
 	}
 	tb.Cleanup(sb.cleanup) // runs before the Manager's Close above
 
-	var swept []string
-	var err error
-	if cli != nil {
-		swept, err = Sweep(ctx, cli)
-	} else {
-		swept, err = SweepManager(ctx, sb.m)
+	// Sweep earlier runs' expired sandboxes while the engine creates ours;
+	// New waits for both.
+	type sweepResult struct {
+		ids []string
+		err error
 	}
-	if err != nil {
-		tb.Logf("sandboxtest: sweep expired sandboxes: %v", err)
-	} else if len(swept) > 0 {
-		tb.Logf("sandboxtest: removed %d expired sandbox(es) of earlier runs", len(swept))
-	}
-
+	swept := make(chan sweepResult, 1)
+	go func() {
+		var r sweepResult
+		if cli != nil {
+			r.ids, r.err = Sweep(ctx, cli)
+		} else {
+			r.ids, r.err = SweepManager(ctx, sb.m)
+		}
+		swept <- r
+	}()
 	res, err := sb.m.Create(ctx, s.create)
+	if r := <-swept; r.err != nil {
+		tb.Logf("sandboxtest: sweep expired sandboxes: %v", r.err)
+	} else if len(r.ids) > 0 {
+		tb.Logf("sandboxtest: removed %d expired sandbox(es) of earlier runs", len(r.ids))
+	}
 	if err != nil {
 		hint := ""
 		if errors.Is(err, opensbx.ErrImageNotFound) && !s.create.PullMissing {

@@ -33,7 +33,7 @@ const envChild = "SANDBOXTEST_TEST_CHILD"
 const busybox = testenv.BusyboxImage
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envChild) == "" {
+	if os.Getenv(envChild) == "" && os.Getenv(envSuite) == "" {
 		// Build the test images once for the whole binary (child processes
 		// run after the parent built them).
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -507,4 +507,36 @@ func TestNewWaitFails(t *testing.T) {
 	m := regexp.MustCompile(`\(([0-9a-f]{12})\) not ready`).FindStringSubmatch(msg)
 	is.True(m != nil)              // the message names the sandbox
 	is.True(!exists(t, cli, m[1])) // removed by the inner test's cleanup
+}
+
+// TestWithManager: tests sharing a caller's Manager get their sandboxes
+// removed, leave the Manager open, and carry the Manager's run labels.
+func TestWithManager(t *testing.T) {
+	is := is.New(t)
+	cli := engine(t)
+	labels := sandboxtest.RunLabels(time.Hour)
+	m, err := opensbx.New(context.Background(), opensbx.WithDockerClient(cli),
+		opensbx.WithNamespace("sandboxtest-shared-"+sandboxtest.NewRunID()),
+		opensbx.WithLabels(labels), opensbx.WithDeleteOnExpiry(true))
+	is.NoErr(err)
+	t.Cleanup(func() { m.Close() })
+	t.Run("group", func(t *testing.T) {
+		for i := range 3 {
+			t.Run(strconv.Itoa(i), func(t *testing.T) {
+				t.Parallel()
+				sb := sandboxtest.New(t, busybox, sandboxtest.WithManager(m))
+				if sb.Manager() != m || sb.RunID() != labels[sandboxtest.LabelRun] {
+					t.Errorf("sandbox not made through the shared Manager with its labels")
+				}
+			})
+		}
+	})
+	left, err := m.List(context.Background())
+	is.NoErr(err)          // the Manager is still open
+	is.Equal(len(left), 0) // and every sandbox is gone
+
+	r := &recorder{TB: t}
+	is.True(sandboxtest.New(r, busybox, sandboxtest.WithManager(m), sandboxtest.Namespace("x")) == nil)
+	is.Equal(len(r.fatals), 1)
+	is.True(strings.Contains(r.fatals[0], "Namespace and WithManager exclude each other"))
 }
