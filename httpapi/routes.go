@@ -74,13 +74,16 @@ func (s *server) register(mux *http.ServeMux) {
 }
 
 // probeMethods are the methods tried to build a 405's Allow header.
-var probeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+func probeMethods() []string {
+	return []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+}
 
 // handleNotFound answers requests no route matched: 405 with Allow when the
-// path is known for other methods, else 404.
+// path is known for other methods, else 404. Only the API's own routes are
+// probed: a caller's route under the prefix hit with a wrong method gets 404.
 func (s *server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 	var allow []string
-	for _, method := range probeMethods {
+	for _, method := range probeMethods() {
 		probe := r.Clone(r.Context())
 		probe.Method = method
 		if _, pattern := s.routes.Handler(probe); pattern != "" {
