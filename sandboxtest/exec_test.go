@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/matryer/is"
+	"go.uber.org/goleak"
 
 	"github.com/opensbx/opensbx"
 	"github.com/opensbx/opensbx/sandboxtest"
@@ -116,4 +117,21 @@ func TestWaitCommandOutput(t *testing.T) {
 
 	err = sandboxtest.ForCommandOutput(booting, "(").WaitUntilReady(ctx, sb)
 	is.True(err != nil && strings.Contains(err.Error(), "bad pattern")) // fails at once
+}
+
+// TestNoGoroutineLeak: once a test's cleanups ran, nothing New, the
+// helpers or the wait strategies started is left running.
+func TestNoGoroutineLeak(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Run("inner", func(t *testing.T) {
+		sb := httpd(t, sandboxtest.WaitFor(
+			sandboxtest.ForListeningPort("8080").WithTimeout(30*time.Second),
+			sandboxtest.ForHTTP("/").WithStatus(404).WithTimeout(30*time.Second),
+			sandboxtest.ForCommandOutput(opensbx.ExecOptions{Command: "echo", Args: []string{"up"}}, "up").WithTimeout(30*time.Second),
+			sandboxtest.ForExec(opensbx.ExecOptions{Command: "true"}).WithTimeout(30*time.Second),
+		))
+		sb.Exec("true")
+		sb.Start(opensbx.ExecOptions{Command: "sleep", Args: []string{"600"}})
+	})
+	goleak.VerifyNone(t, ignore)
 }

@@ -412,8 +412,9 @@ func cloneMap(m map[string]string) map[string]string {
 func (sb *Sandbox) Manager() *opensbx.Manager { return sb.m }
 
 // HostPort returns the host address of a published container port
-// ("8080" or "8080/tcp"), as "127.0.0.1:32768". It fails the test when the
-// port is not published (see Ports).
+// ("8080" or "8080/tcp"), as "127.0.0.1:32768", as the engine published it
+// when the sandbox started (a restart through Manager() may change it). It
+// fails the test when the port is not published (see Ports).
 func (sb *Sandbox) HostPort(containerPort string) string {
 	sb.tb.Helper()
 	hp, err := sb.hostPort(containerPort)
