@@ -169,12 +169,14 @@ func TestPanicCleansUp(t *testing.T) {
 }
 
 // TestHelperHangs is run by TestKilledProcessIsSwept as a child process: it
-// creates a sandbox with a 3 s TTL, reports it and waits to be killed.
+// creates a sandbox with an 8 s TTL (long enough for the parent to kill it
+// before its own Manager expires the sandbox), reports it and waits to be
+// killed.
 func TestHelperHangs(t *testing.T) {
 	if os.Getenv(envChild) != "hang" {
 		t.Skip("helper process for TestKilledProcessIsSwept")
 	}
-	sb := sandboxtest.New(t, busybox, sandboxtest.TTL(3*time.Second))
+	sb := sandboxtest.New(t, busybox, sandboxtest.TTL(8*time.Second))
 	fmt.Printf("READY %s %s %d\n", sb.RunID(), sb.ID(), sb.Deadline().Unix())
 	time.Sleep(time.Minute)
 	t.Fatal("not killed")
