@@ -64,6 +64,9 @@ type CreateOptions struct {
 	WorkingDir string
 	// PullMissing pulls Image when it is not present locally.
 	PullMissing bool
+	// Labels are extra container labels for this sandbox, added to the
+	// Manager's (WithLabels). Keys under "org.opensbx." are reserved.
+	Labels map[string]string
 }
 
 // State is the normalised state of a sandbox.
@@ -204,6 +207,11 @@ func (m *Manager) normalize(o CreateOptions) (CreateOptions, error) {
 	for _, e := range o.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return o, invalidf("env entry must be KEY=value") // the value may be a secret: not echoed
+		}
+	}
+	for k := range o.Labels {
+		if k == "" || strings.HasPrefix(k, labelPrefix) {
+			return o, invalidf("label %q: empty or reserved (%s*)", k, labelPrefix)
 		}
 	}
 	if o.KeepImageCommand && (len(o.Command) > 0 || len(o.Entrypoint) > 0) {
@@ -429,6 +437,9 @@ func (m *Manager) hasExecutable(ctx context.Context, id, argv0 string) (bool, er
 func (m *Manager) containerConfig(o CreateOptions, name, spec string) (*container.Config, *container.HostConfig, error) {
 	labels := map[string]string{}
 	for k, v := range m.cfg.labels {
+		labels[k] = v
+	}
+	for k, v := range o.Labels {
 		labels[k] = v
 	}
 	labels[labelManaged] = "true"

@@ -107,6 +107,8 @@ func TestNormalizeValidation(t *testing.T) {
 		{"name with slash", CreateOptions{Image: "x", Name: "a/b"}},
 		{"env without =", CreateOptions{Image: "x", Env: []string{"SECRET"}}},
 		{"keep image cmd and command", CreateOptions{Image: "x", KeepImageCommand: true, Command: []string{"x"}}},
+		{"reserved label", CreateOptions{Image: "x", Labels: map[string]string{"org.opensbx.namespace": "other"}}},
+		{"empty label key", CreateOptions{Image: "x", Labels: map[string]string{"": "v"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,7 +130,9 @@ func TestLifecycle(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
 	m, cli := newTestManager(t)
-	sb := newBusybox(t, m, CreateOptions{Ports: []string{"8080", "53/udp"}, Env: []string{"A=1"}})
+	sb := newBusybox(t, m, CreateOptions{Ports: []string{"8080", "53/udp"}, Env: []string{"A=1"}, Labels: map[string]string{"team": "graders"}})
+	is.Equal(sb.Labels["team"], "graders")     // per-sandbox label
+	is.Equal(sb.Labels[testRunLabel], testRun) // manager label
 	is.Equal(sb.State, StateRunning)
 	is.True(sb.Name != "")
 	is.Equal(sb.Ports, []string{"8080/tcp", "53/udp"})
