@@ -957,10 +957,18 @@ const (
 )
 
 // KillCommand sends sig to the command's process tree: the process Exec
-// started and every process descended from it, and nothing else (see
-// command_kill.go for how). It waits up to a second for the command to
-// end and returns its record, which is in state killed once the command
-// has ended with an exit code of 128 or more.
+// started and every process descended from it, and nothing else; other
+// commands, even identical ones, are not touched. The tree is held still
+// with SIGSTOP while it is collected, so no child escapes by forking, and
+// resumed after the signal; a shell that does not forward SIGTERM to its
+// child still sees the child end. Processes are identified by host PID and
+// start time, so a reused PID is never signalled. This needs the Manager to
+// run on the Docker engine's host (it reads /proc); as a non-root user it
+// signals from inside the sandbox with the image's kill program instead.
+//
+// It waits up to a second for the command to end and returns its record,
+// which is in state killed once the command has ended with an exit code
+// of 128 or more.
 //
 // It fails with ErrInvalid for a signal outside 1-64, ErrConflict when the
 // command has ended, ErrNotFound for an unknown sandbox or command, and
