@@ -170,6 +170,8 @@ type storedCommand struct {
 	StdoutTotal int64   `json:"stdout_total"`
 	Stderr      []byte  `json:"stderr"`
 	StderrTotal int64   `json:"stderr_total"`
+	// Order is the write order of the kept output across the streams.
+	Order []outbuf.Run `json:"order,omitempty"`
 }
 
 // newCommandRegistry recovers the commands kept in the state store. A
@@ -230,7 +232,7 @@ func newCommandRegistry(m *Manager) (*commandRegistry, error) {
 		}
 		e := &cmdEntry{
 			cmd:    sc.Command,
-			out:    outbuf.Restore(m.cfg.outputLimit, sc.Stdout, sc.StdoutTotal, sc.Stderr, sc.StderrTotal),
+			out:    outbuf.Restore(m.cfg.outputLimit, sc.Stdout, sc.StdoutTotal, sc.Stderr, sc.StderrTotal, sc.Order),
 			done:   make(chan struct{}),
 			execID: sc.ExecID,
 		}
@@ -348,6 +350,7 @@ func (r *commandRegistry) save(e *cmdEntry) {
 	r.mu.Unlock()
 	s := e.out.Snapshot()
 	sc.Stdout, sc.StdoutTotal, sc.Stderr, sc.StderrTotal = s.Stdout, s.StdoutTotal, s.Stderr, s.StderrTotal
+	sc.Order = s.Order
 	b, err := json.Marshal(sc)
 	if err == nil {
 		err = r.m.store.Put(commandsBucket, sc.Command.SandboxID+"/"+sc.Command.ID, b)
@@ -814,12 +817,13 @@ func parseCursor(s string) (outbuf.Pos, error) {
 
 // FollowOutput calls fn with the command's output after cursor ("" = from
 // the start): first what is buffered, then new output as it is produced,
-// and finally an "exit" record. Within a stream, records are in order and
-// byte-exact; the relative order of stdout and stderr records is the order
-// they were read in, which is not guaranteed to be the order of the
-// program's writes. When the output limit evicted bytes this reader had not
-// seen, a "dropped" record says exactly how many. Any number of followers
-// may follow one command.
+// and finally an "exit" record. Records are byte-exact and, across stdout
+// and stderr, in the order the engine delivered the output (also when
+// replayed later, and after a restart); the engine reads the two pipes
+// separately, so writes a program makes to both within a moment may be
+// swapped. When the output limit evicted bytes this reader had not seen, a
+// "dropped" record says exactly how many. Any number of followers may
+// follow one command.
 //
 // It returns nil after fn accepted the "exit" record, fn's error when fn
 // fails, ctx.Err() when ctx ends (ErrClosed when the Manager closes),

@@ -311,6 +311,34 @@ func TestFollowConcurrentAndResume(t *testing.T) {
 
 var errStopFollow = errors.New("stop")
 
+// TestFollowKeepsWriteOrder: a replay interleaves stdout and stderr in the
+// order the output arrived (writes spaced apart, so the engine saw them in
+// that order), also after a restart.
+func TestFollowKeepsWriteOrder(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	dir := t.TempDir()
+	m, cli := newTestManager(t, WithStateDir(dir))
+	sb := newBusybox(t, m, CreateOptions{})
+	ctx := context.Background()
+	res := run(t, m, sb.ID, sh("printf o1; sleep 0.3; printf e1 >&2; sleep 0.3; printf o2; sleep 0.3; printf e2 >&2"))
+	replay := func(m *Manager) []string {
+		var got []string
+		is.NoErr(m.FollowOutput(ctx, sb.ID, res.Command.ID, "", func(r OutputRecord) error {
+			got = append(got, r.Type+":"+string(r.Data))
+			return nil
+		}))
+		return got
+	}
+	want := []string{"stdout:o1", "stderr:e1", "stdout:o2", "stderr:e2", "exit:"}
+	is.Equal(replay(m), want) // write order
+	is.NoErr(m.Close())
+	m2, err := New(ctx, WithDockerClient(cli), WithNamespace(m.cfg.namespace), WithStateDir(dir))
+	is.NoErr(err)
+	defer m2.Close()
+	is.Equal(replay(m2), want) // kept across a restart
+}
+
 func TestStdin(t *testing.T) {
 	t.Parallel()
 	m, _ := newTestManager(t)

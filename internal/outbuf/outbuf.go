@@ -174,9 +174,20 @@ type Chunk struct {
 type Buffer struct {
 	mu      sync.Mutex
 	streams [2]*Ring
+	segs    []seg         // write order of the kept bytes, oldest first
 	changed chan struct{} // closed and replaced on every change
 	closed  bool
 }
+
+// seg is a run of consecutive writes to one stream: its bytes [start, end).
+type seg struct {
+	s          Stream
+	start, end int64
+}
+
+// maxSegs bounds the write-order log. Beyond it the oldest runs are
+// forgotten, and their bytes are replayed per stream ahead of the rest.
+const maxSegs = 4096
 
 // New returns an empty Buffer keeping at most limit bytes per stream.
 func New(limit int) *Buffer {
@@ -184,15 +195,33 @@ func New(limit int) *Buffer {
 }
 
 // Restore returns a closed Buffer holding saved output: the kept bytes and
-// the total bytes ever written of each stream.
-func Restore(limit int, stdout []byte, stdoutTotal int64, stderr []byte, stderrTotal int64) *Buffer {
+// the total bytes ever written of each stream, and the write order
+// (Snapshot.Order; nil replays stdout, then stderr).
+func Restore(limit int, stdout []byte, stdoutTotal int64, stderr []byte, stderrTotal int64, order []Run) *Buffer {
 	b := &Buffer{
 		streams: [2]*Ring{RestoreRing(limit, stdout, stdoutTotal), RestoreRing(limit, stderr, stderrTotal)},
 		changed: make(chan struct{}),
 		closed:  true,
 	}
+	var last [2]int64 // runs of a stream must be increasing and within it
+	for _, r := range order {
+		if (r.Stream != Stdout && r.Stream != Stderr) || r.Start < last[r.Stream] || r.End <= r.Start || r.End > b.streams[r.Stream].Total() {
+			b.segs = nil
+			break
+		}
+		last[r.Stream] = r.End
+		b.segs = append(b.segs, seg{s: r.Stream, start: r.Start, end: r.End})
+	}
 	close(b.changed)
 	return b
+}
+
+// Run is a run of consecutive writes to one stream: its bytes
+// [Start, End). A Snapshot's Order lists the runs of the kept output in
+// write order.
+type Run struct {
+	Stream     Stream `json:"s"`
+	Start, End int64
 }
 
 // Write appends p to stream s and wakes followers. Writes after Close are
@@ -206,7 +235,16 @@ func (b *Buffer) Write(s Stream, p []byte) {
 	if b.closed {
 		return
 	}
-	b.streams[s].Write(p)
+	r := b.streams[s]
+	r.Write(p)
+	if n := len(b.segs); n > 0 && b.segs[n-1].s == s {
+		b.segs[n-1].end = r.Total()
+	} else {
+		b.segs = append(b.segs, seg{s: s, start: r.Total() - int64(len(p)), end: r.Total()})
+	}
+	for len(b.segs) > 0 && (b.segs[0].end <= b.streams[b.segs[0].s].Start() || len(b.segs) > maxSegs) {
+		b.segs = b.segs[1:]
+	}
 	b.notifyLocked()
 }
 
@@ -249,6 +287,8 @@ type Snapshot struct {
 	StdoutDropped, StderrDropped int64
 	StdoutTotal, StderrTotal     int64
 	Closed                       bool
+	// Order is the write order of the kept bytes across the streams.
+	Order []Run
 }
 
 // Snapshot returns a copy of the kept output.
@@ -256,11 +296,16 @@ func (b *Buffer) Snapshot() Snapshot {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	o, e := b.streams[Stdout], b.streams[Stderr]
+	order := make([]Run, len(b.segs))
+	for i, g := range b.segs {
+		order[i] = Run{Stream: g.s, Start: g.start, End: g.end}
+	}
 	return Snapshot{
 		Stdout: o.Bytes(), Stderr: e.Bytes(),
 		StdoutDropped: o.Dropped(), StderrDropped: e.Dropped(),
 		StdoutTotal: o.Total(), StderrTotal: e.Total(),
 		Closed: b.closed,
+		Order:  order,
 	}
 }
 
@@ -272,31 +317,53 @@ func (b *Buffer) End() Pos {
 }
 
 // Read returns the chunks available after pos, each at most max bytes
-// (max > 0): for each stream first a Dropped chunk if the limit evicted
-// bytes the reader had not consumed, then its data. done reports that the
-// Buffer is closed and the chunks reach its end. When there is nothing
-// new and the Buffer is open, wait is closed at the next change.
+// (max > 0), in the order they were written across both streams (for
+// output restored by Restore, and for runs older than the last 4096
+// alternations between the streams: stdout first, then stderr). Where the
+// limit evicted bytes of a stream the reader had not consumed, a Dropped
+// chunk says how many. done reports that the Buffer is closed and the
+// chunks reach its end. When there is nothing new and the Buffer is open,
+// wait is closed at the next change.
 func (b *Buffer) Read(pos Pos, max int) (chunks []Chunk, done bool, wait <-chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, s := range []Stream{Stdout, Stderr} {
+	emit := func(s Stream, upto int64) {
 		r := b.streams[s]
 		off := pos.Get(s)
-		if off > r.Total() { // a position from the future: clamp
-			off = r.Total()
-			pos.set(s, off)
-		}
-		for off < r.Total() {
-			data, dropped := r.From(off, max)
-			if dropped > 0 {
-				off += dropped
-				pos.set(s, off)
-				chunks = append(chunks, Chunk{Stream: s, Dropped: dropped, End: pos})
+		for off < upto {
+			if st := r.Start(); off < st {
+				pos.set(s, st)
+				chunks = append(chunks, Chunk{Stream: s, Dropped: st - off, End: pos})
+				off = st
+				continue
 			}
+			n := upto - off
+			if max > 0 && n > int64(max) {
+				n = int64(max)
+			}
+			data, _ := r.From(off, int(n))
 			off += int64(len(data))
 			pos.set(s, off)
 			chunks = append(chunks, Chunk{Stream: s, Data: data, End: pos})
 		}
+	}
+	for _, s := range []Stream{Stdout, Stderr} {
+		if t := b.streams[s].Total(); pos.Get(s) > t { // a position from the future: clamp
+			pos.set(s, t)
+		}
+	}
+	for _, s := range []Stream{Stdout, Stderr} { // bytes older than the write-order log
+		first := b.streams[s].Total()
+		for _, g := range b.segs {
+			if g.s == s {
+				first = g.start
+				break
+			}
+		}
+		emit(s, first)
+	}
+	for _, g := range b.segs {
+		emit(g.s, g.end)
 	}
 	return chunks, b.closed, b.changed
 }

@@ -91,7 +91,7 @@ func TestBufferReadResume(t *testing.T) {
 	for _, c := range chunks {
 		got = append(got, c.Stream.String()+":"+string(c.Data))
 	}
-	is.Equal(got, []string{"stdout:012", "stdout:3", "stderr:e1"}) // chunked by max, per stream
+	is.Equal(got, []string{"stdout:012", "stdout:3", "stderr:e1"}) // chunked by max, in write order
 	pos := chunks[len(chunks)-1].End
 	is.Equal(pos, Pos{4, 2})
 	// Resume after writes that overflow the limit: told exactly what was lost.
@@ -169,9 +169,99 @@ func TestSnapshotAndRestore(t *testing.T) {
 	is.Equal(s.StdoutDropped, int64(3))
 	is.Equal(s.StdoutTotal, int64(7))
 	is.True(s.Closed)
-	r := Restore(4, s.Stdout, s.StdoutTotal, s.Stderr, s.StderrTotal)
+	r := Restore(4, s.Stdout, s.StdoutTotal, s.Stderr, s.StderrTotal, nil)
 	chunks, done, _ := r.Read(Pos{5, 0}, 0)
 	is.True(done)
 	is.Equal(string(chunks[0].Data), "fg")
 	is.Equal(string(chunks[1].Data), "E")
+
+	// With the saved order, a restored buffer replays in write order.
+	b = New(16)
+	b.Write(Stderr, []byte("e1"))
+	b.Write(Stdout, []byte("o1"))
+	b.Write(Stderr, []byte("e2"))
+	b.Close()
+	s = b.Snapshot()
+	r = Restore(16, s.Stdout, s.StdoutTotal, s.Stderr, s.StderrTotal, s.Order)
+	chunks, _, _ = r.Read(Pos{}, 0)
+	var got []string
+	for _, c := range chunks {
+		got = append(got, string(c.Data))
+	}
+	is.Equal(got, []string{"e1", "o1", "e2"})
+	r = Restore(16, s.Stdout, s.StdoutTotal, s.Stderr, s.StderrTotal, []Run{{Stream: Stdout, Start: 0, End: 99}})
+	chunks, _, _ = r.Read(Pos{}, 0)
+	is.Equal(len(chunks), 2) // a bad order is ignored: per-stream replay
+}
+
+type write struct {
+	s    Stream
+	data []byte
+}
+
+// merge joins adjacent data pieces of the same stream.
+func merge(ws []write) []write {
+	var out []write
+	for _, w := range ws {
+		if len(w.data) == 0 {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].s == w.s {
+			out[n-1].data = append(out[n-1].data, w.data...)
+			continue
+		}
+		out = append(out, write{w.s, append([]byte(nil), w.data...)})
+	}
+	return out
+}
+
+// TestBufferKeepsWriteOrder checks that a replay from any position gives
+// exactly the kept bytes after it, interleaved in write order, with exact
+// drop counts.
+func TestBufferKeepsWriteOrder(t *testing.T) {
+	is := is.New(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	const limit = 100
+	b := New(limit)
+	var ws []write
+	for i := 0; i < 300; i++ {
+		w := write{Stream(rng.IntN(2)), make([]byte, 1+rng.IntN(30))}
+		for j := range w.data {
+			w.data[j] = byte(rng.IntN(256))
+		}
+		ws = append(ws, w)
+		b.Write(w.s, w.data)
+
+		// Expected: every write trimmed to the bytes its stream still keeps,
+		// after the reader's position.
+		end := b.End()
+		pos := Pos{rng.Int64N(end.Stdout + 1), rng.Int64N(end.Stderr + 1)}
+		var want []write
+		var off Pos
+		for _, w := range ws {
+			lo, hi := off.Get(w.s), off.Get(w.s)+int64(len(w.data))
+			off.set(w.s, hi)
+			from := max(lo, pos.Get(w.s), b.streams[w.s].Start())
+			if from < hi {
+				want = append(want, write{w.s, w.data[from-lo:]})
+			}
+		}
+		chunks, _, _ := b.Read(pos, 7)
+		var got []write
+		var dropped Pos
+		for _, c := range chunks {
+			if c.Dropped > 0 {
+				dropped.set(c.Stream, dropped.Get(c.Stream)+c.Dropped)
+			}
+			got = append(got, write{c.Stream, c.Data})
+			is.True(len(c.Data) <= 7) // chunks bounded
+		}
+		is.Equal(merge(got), merge(want)) // exact bytes, in write order
+		for _, s := range []Stream{Stdout, Stderr} {
+			is.Equal(dropped.Get(s), max(0, b.streams[s].Start()-pos.Get(s))) // exact drop count
+		}
+		if len(chunks) > 0 {
+			is.Equal(chunks[len(chunks)-1].End, end) // ends at the end
+		}
+	}
 }
