@@ -37,7 +37,9 @@ type ExecOptions struct {
 	// 126 and the runtime's message on its output.
 	Cwd string
 	// Env adds to (or replaces in) the sandbox's environment. Keys must not
-	// be empty or contain '='.
+	// be empty or contain '='. The command also gets OPENSBX_COMMAND_ID set
+	// to its id (a reserved key), which KillCommand may use to find the
+	// command's processes.
 	Env map[string]string
 	// User runs the command as this user ("nobody", "1000", "1000:1000");
 	// empty means the sandbox's user.
@@ -138,9 +140,8 @@ type commandRegistry struct {
 
 	persistMu sync.Mutex // orders store writes of finish against forget
 
-	// inContainerKill forces the kill fallback (signal from inside the
-	// sandbox); tests set it.
-	inContainerKill bool
+	// killMode forces a kill strategy (killAuto in production); tests set it.
+	killMode killMode
 }
 
 type sandboxCommands struct {
@@ -439,10 +440,13 @@ func (o *ExecOptions) validate() ([]string, error) {
 			return nil, invalidf("argument contains a NUL byte")
 		}
 	}
-	env := make([]string, 0, len(o.Env))
+	env := make([]string, 0, len(o.Env)+1)
 	for k, v := range o.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return nil, invalidf("env key %q: must be non-empty, without '=' or NUL", k)
+		}
+		if k == commandIDEnv {
+			return nil, invalidf("env key %s is reserved", k)
 		}
 		env = append(env, k+"="+v)
 	}
@@ -487,6 +491,8 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 		return nil, fmt.Errorf("sandbox %s is %s: %w", shortID(c.ID), st, ErrConflict)
 	}
 	attachStdin := opts.Stdin != nil || opts.OpenStdin
+	id := newCommandID()
+	env = append(env, commandIDEnv+"="+id)
 	created, err := m.docker.ContainerExecCreate(ctx, c.ID, container.ExecOptions{
 		User:         opts.User,
 		AttachStdin:  attachStdin,
@@ -506,7 +512,7 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 	}
 	e := &cmdEntry{
 		cmd: Command{
-			ID:        newCommandID(),
+			ID:        id,
 			Name:      opts.Command,
 			Args:      append([]string(nil), opts.Args...),
 			Cwd:       opts.Cwd,
@@ -966,9 +972,14 @@ const (
 // with SIGSTOP while it is collected, so no child escapes by forking, and
 // resumed after the signal; a shell that does not forward SIGTERM to its
 // child still sees the child end. Processes are identified by host PID and
-// start time, so a reused PID is never signalled. This needs the Manager to
-// run on the Docker engine's host (it reads /proc); as a non-root user it
-// signals from inside the sandbox with the image's kill program instead.
+// start time, so a reused PID is never signalled. That needs the Manager to
+// run on the Docker engine's host (it reads /proc). As a non-root user it
+// signals from inside the sandbox with the image's kill program instead;
+// when it cannot see the host's processes at all (it runs in a container or
+// on another machine), it signals from inside the sandbox every process
+// whose environment carries the command's OPENSBX_COMMAND_ID, which needs
+// sh, tr, grep and kill in the image and misses processes that cleared
+// their environment.
 //
 // It waits up to a second for the command to end and returns its record,
 // which is in state killed once the command has ended with an exit code
@@ -976,8 +987,8 @@ const (
 //
 // It fails with ErrInvalid for a signal outside 1-64, ErrConflict when the
 // command has ended, ErrNotFound for an unknown sandbox or command, and
-// ErrUnsupported when the Manager can neither see the engine host's
-// processes nor run kill inside the sandbox.
+// ErrUnsupported when the Manager cannot see the engine host's processes
+// and the image lacks the tools to signal from inside the sandbox.
 func (m *Manager) KillCommand(ctx context.Context, sandboxID, cmdID string, sig syscall.Signal) (*Command, error) {
 	ctx, done, err := m.begin(ctx)
 	if err != nil {

@@ -42,30 +42,127 @@ import (
 // as root), it signals from inside the sandbox instead: it runs
 // `kill -N pid...` there as root with the processes' in-sandbox PIDs
 // (NSpid), collected the same way but without stopping them; that needs a
-// kill program in the image (busybox has one). When the Manager cannot see
-// the engine host's processes at all (it runs in another PID namespace or
-// on another machine), KillCommand fails with ErrUnsupported.
+// kill program in the image (busybox has one).
+//
+// When the Manager cannot see the engine host's processes at all (it runs
+// in another PID namespace, in a container, or on another machine), it
+// relies on the OPENSBX_COMMAND_ID=<command id> variable every command gets
+// in its environment, which children inherit: a small sh script run as root
+// in the sandbox stops every process whose /proc/PID/environ carries it
+// (repeating until no new one appears), signals them and resumes them. The
+// id is random, so look-alike commands are not hit; a process that cleared
+// its environment escapes. Images without sh, tr, grep and kill give
+// ErrUnsupported.
 
 // errNoHostProcs reports that the exec's process is not visible in this
 // process's /proc.
 var errNoHostProcs = errors.New("the engine's processes are not visible here")
 
+// killMode forces one kill strategy, for tests.
+type killMode int
+
+const (
+	killAuto   killMode = iota // host /proc, then the fallbacks
+	killNSpid                  // from inside the sandbox, by in-sandbox PID
+	killMarker                 // from inside the sandbox, by OPENSBX_COMMAND_ID
+)
+
+// commandIDEnv is the environment variable every command gets with its id.
+const commandIDEnv = "OPENSBX_COMMAND_ID"
+
 // signalTree delivers sig to the process tree of command e.
 func (r *commandRegistry) signalTree(ctx context.Context, e *cmdEntry, sig syscall.Signal) error {
 	root, err := r.identifyRoot(ctx, e)
+	if r.killMode == killMarker && err == nil {
+		err = errNoHostProcs
+	}
 	if err != nil {
 		if errors.Is(err, errNoHostProcs) {
-			return fmt.Errorf("cannot signal the command: the Manager does not run on the Docker engine's host (%v): %w", err, ErrUnsupported)
+			if merr := r.markerSignal(ctx, e, sig); merr != nil {
+				return fmt.Errorf("the Manager does not see the Docker engine's processes (%v), and signalling inside the sandbox failed: %w", err, merr)
+			}
+			return nil
 		}
 		return err
 	}
-	if !r.inContainerKill {
+	if r.killMode == killAuto {
 		err = hostSignalTree(root, sig)
 		if !errors.Is(err, syscall.EPERM) {
 			return err
 		}
 	}
 	return r.sandboxSignalTree(ctx, e, root, sig)
+}
+
+// markerScript stops every process whose environment has
+// OPENSBX_COMMAND_ID=$1 (repeating until no new one appears, so children
+// forked meanwhile are caught), sends signal $2 to them and resumes them
+// unless $3 is "stay". It exits 3 when it found no process.
+const markerScript = `want="` + commandIDEnv + `=$1"; sig=$2; all=" "
+while :; do
+  new=""
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    case "$all" in *" $p "*) continue;; esac
+    [ "$p" = "$$" ] && continue
+    if tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qxF "$want"; then new="$new $p"; fi
+  done
+  [ -z "$new" ] && break
+  kill -STOP $new 2>/dev/null
+  all="$all${new# } "
+done
+[ "$all" = " " ] && exit 3
+kill -$sig $all 2>/dev/null
+[ "$3" = stay ] || kill -CONT $all 2>/dev/null
+exit 0`
+
+// markerSignal signals the command's processes from inside the sandbox,
+// finding them by the OPENSBX_COMMAND_ID in their environment.
+func (r *commandRegistry) markerSignal(ctx context.Context, e *cmdEntry, sig syscall.Signal) error {
+	stay := "resume"
+	if isStopSignal(sig) || sig == sigKill {
+		stay = "stay"
+	}
+	code, out, err := r.execQuiet(ctx, e.cmd.SandboxID, []string{"sh", "-c", markerScript, "sh", e.cmd.ID, strconv.Itoa(int(sig)), stay})
+	switch {
+	case err != nil:
+		return err
+	case code == 3:
+		select {
+		case <-e.done:
+		case <-time.After(time.Second):
+		}
+		return errEnded
+	case code == 126 || code == 127:
+		return fmt.Errorf("the sandbox's image lacks sh, tr, grep or kill: %w", ErrUnsupported)
+	case code != 0:
+		return fmt.Errorf("signal inside the sandbox: exit code %d: %s", code, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// execQuiet runs a helper command as root in the sandbox and returns its
+// exit code and combined output. It is not recorded as a command.
+func (r *commandRegistry) execQuiet(ctx context.Context, sandboxID string, cmd []string) (int, string, error) {
+	created, err := r.m.docker.ContainerExecCreate(ctx, sandboxID, container.ExecOptions{
+		User: "0", Cmd: cmd, AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		return 0, "", fmt.Errorf("exec in sandbox: %w", engine.Classify(err))
+	}
+	hj, err := r.m.docker.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return 0, "", fmt.Errorf("exec in sandbox: %w", engine.Classify(err))
+	}
+	var out strings.Builder
+	_, _ = stdcopy.StdCopy(&out, &out, hj.Reader)
+	hj.Close()
+	tmp := &cmdEntry{execID: created.ID, cmd: Command{SandboxID: sandboxID}}
+	code, msg := r.waitExit(ctx, tmp)
+	if msg != "" {
+		return 0, "", fmt.Errorf("exec in sandbox: %s", msg)
+	}
+	return *code, out.String(), nil
 }
 
 // identifyRoot returns the host process the exec of e started, with its
@@ -175,29 +272,15 @@ func (r *commandRegistry) sandboxSignalTree(ctx context.Context, e *cmdEntry, ro
 		}
 		args = append(args, strconv.Itoa(tree[i].nspid))
 	}
-	created, err := r.m.docker.ContainerExecCreate(ctx, e.cmd.SandboxID, container.ExecOptions{
-		User: "0", Cmd: args, AttachStdout: true, AttachStderr: true,
-	})
-	if err != nil {
-		return fmt.Errorf("exec kill in sandbox: %w", engine.Classify(err))
-	}
-	hj, err := r.m.docker.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return fmt.Errorf("exec kill in sandbox: %w", engine.Classify(err))
-	}
-	var out strings.Builder
-	_, _ = stdcopy.StdCopy(&out, &out, hj.Reader)
-	hj.Close()
-	tmp := &cmdEntry{execID: created.ID, cmd: Command{SandboxID: e.cmd.SandboxID}}
-	code, msg := r.waitExit(ctx, tmp)
+	code, out, err := r.execQuiet(ctx, e.cmd.SandboxID, args)
 	switch {
-	case msg != "":
-		return fmt.Errorf("exec kill in sandbox: %s", msg)
-	case *code == 126 || *code == 127:
+	case err != nil:
+		return err
+	case code == 126 || code == 127:
 		return fmt.Errorf("the sandbox's image has no kill program: %w", ErrUnsupported)
-	case *code != 0:
+	case code != 0:
 		// kill reports processes that ended meanwhile; the rest were signalled.
-		r.m.log.Debug("in-sandbox kill reported an error", "code", *code, "output", out.String())
+		r.m.log.Debug("in-sandbox kill reported an error", "code", code, "output", out)
 	}
 	return nil
 }

@@ -463,19 +463,41 @@ func TestKillCommand(t *testing.T) {
 		_, err = m.KillCommand(ctx, sb.ID, c.ID, 9)
 		is.NoErr(err)
 	})
-	t.Run("in-sandbox fallback", func(t *testing.T) {
+	for _, mode := range []killMode{killNSpid, killMarker} {
+		t.Run(fmt.Sprintf("in-sandbox fallback %d", mode), func(t *testing.T) {
+			is := is.New(t)
+			m.cmds.killMode = mode
+			defer func() { m.cmds.killMode = killAuto }()
+			tree := sh("sleep 1004; echo never")
+			other, err := m.Exec(ctx, sb.ID, tree)
+			is.NoErr(err)
+			c, err := m.Exec(ctx, sb.ID, tree)
+			is.NoErr(err)
+			waitUntil(t, func() bool { return countProcs(psArgs(t, m, sb.ID), "sleep 1004") == 2 })
+			_, err = m.KillCommand(ctx, sb.ID, c.ID, 15)
+			is.NoErr(err)
+			done, err := m.WaitCommand(ctx, sb.ID, c.ID)
+			is.NoErr(err)
+			is.Equal(done.State, CommandKilled)
+			is.Equal(exitCode(done), 143)
+			is.Equal(countProcs(psArgs(t, m, sb.ID), "sleep 1004"), 1) // the tree's sleep is gone, the look-alike's lives
+			cur, err := m.Command(ctx, sb.ID, other.ID)
+			is.NoErr(err)
+			is.Equal(cur.State, CommandRunning) // the look-alike untouched
+			_, err = m.KillCommand(ctx, sb.ID, other.ID, 9)
+			is.NoErr(err)
+			done, err = m.WaitCommand(ctx, sb.ID, other.ID)
+			is.NoErr(err)
+			is.Equal(exitCode(done), 137)
+			is.Equal(countProcs(psArgs(t, m, sb.ID), "sleep 1004"), 0)
+		})
+	}
+	t.Run("command id in the environment", func(t *testing.T) {
 		is := is.New(t)
-		m.cmds.inContainerKill = true
-		defer func() { m.cmds.inContainerKill = false }()
-		c, err := m.Exec(ctx, sb.ID, sh("sleep 1004; echo never"))
-		is.NoErr(err)
-		waitUntil(t, func() bool { return countProcs(psArgs(t, m, sb.ID), "sleep 1004") == 1 })
-		_, err = m.KillCommand(ctx, sb.ID, c.ID, 15)
-		is.NoErr(err)
-		done, err := m.WaitCommand(ctx, sb.ID, c.ID)
-		is.NoErr(err)
-		is.Equal(done.State, CommandKilled)
-		is.Equal(countProcs(psArgs(t, m, sb.ID), "sleep 1004"), 0) // no sleep left behind
+		res := run(t, m, sb.ID, ExecOptions{Command: "sh", Args: []string{"-c", "echo $OPENSBX_COMMAND_ID"}})
+		is.Equal(string(res.Stdout), res.Command.ID+"\n")
+		_, err := m.Exec(ctx, sb.ID, ExecOptions{Command: "true", Env: map[string]string{"OPENSBX_COMMAND_ID": "x"}})
+		is.True(errors.Is(err, ErrInvalid)) // reserved
 	})
 }
 
@@ -504,7 +526,11 @@ func TestExecNoShellImage(t *testing.T) {
 	is.Equal(exitCode(out.Command), 42)
 	c, err := m.Exec(ctx, res.ID, ExecOptions{Command: "/app", Args: []string{"sleep", "1000"}})
 	is.NoErr(err)
-	_, err = m.KillCommand(ctx, res.ID, c.ID, 9) // no kill binary needed
+	m.cmds.killMode = killMarker // as if the Manager did not see the host's processes
+	_, err = m.KillCommand(ctx, res.ID, c.ID, 9)
+	is.True(errors.Is(err, ErrUnsupported)) // no sh in the image: cannot signal from inside
+	m.cmds.killMode = killAuto
+	_, err = m.KillCommand(ctx, res.ID, c.ID, 9) // from the host: no kill binary needed
 	is.NoErr(err)
 	done, err := m.WaitCommand(ctx, res.ID, c.ID)
 	is.NoErr(err)
