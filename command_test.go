@@ -758,6 +758,7 @@ func TestCloseStopsCommandGoroutines(t *testing.T) {
 	go func() { closed <- m.Close() }()
 	pw.Close() // the stdin copy's Read returns; Close can finish
 	is.NoErr(<-closed)
-	is.True(errors.Is(<-followed, ErrClosed)) // the follower was ended by Close
+	ferr := <-followed // ended by Close: either cut off, or after the command was recorded failed
+	is.True(ferr == nil || errors.Is(ferr, ErrClosed))
 	waitUntil(t, func() bool { return runtime.NumGoroutine() <= base })
 }
