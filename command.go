@@ -1093,7 +1093,7 @@ func (m *Manager) Run(ctx context.Context, sandboxID string, opts ExecOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	final, werr := m.WaitCommand(ctx, sandboxID, cmd.ID)
+	final, werr := m.WaitCommand(ctx, cmd.SandboxID, cmd.ID)
 	if werr != nil {
 		if opts.KillOnCancel && ctx.Err() != nil {
 			kctx, cancel := cleanupContext(ctx)
