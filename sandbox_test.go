@@ -3,7 +3,9 @@ package opensbx
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,7 +213,13 @@ func TestLifecycle(t *testing.T) {
 	is.Equal(st.State, StateRunning)
 	is.True(st.StartedAt.After(before)) // restarted
 
-	st, err = m.Pause(ctx, sb.ID)
+	_, err = m.Pause(ctx, sb.ID)
+	is.NoErr(err)
+	st, err = m.Restart(ctx, sb.ID)
+	is.NoErr(err) // restart from paused
+	is.Equal(st.State, StateRunning)
+
+	_, err = m.Pause(ctx, sb.ID)
 	is.NoErr(err)
 	st, err = m.Stop(ctx, sb.ID)
 	is.NoErr(err) // a paused sandbox can be stopped
@@ -542,19 +550,21 @@ func TestPublishedPortReachable(t *testing.T) {
 		Command: []string{"sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www"},
 	})
 	addr := net.JoinHostPort(sb.HostIP, sb.PortMap["8080/tcp"])
-	var conn net.Conn
-	waitFor(t, 10*time.Second, "the sandbox's port to accept on "+addr, func() bool {
-		var err error
-		conn, err = net.DialTimeout("tcp", addr, time.Second)
-		return err == nil
+	// The engine's port proxy accepts connections before httpd listens, so
+	// retry the whole request until the server itself answers.
+	client := &http.Client{Timeout: 2 * time.Second}
+	var body string
+	waitFor(t, 15*time.Second, "httpd to answer on "+addr, func() bool {
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
 	})
-	defer conn.Close()
-	_, err := conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
-	is.NoErr(err)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 4096)
-	n, _ := conn.Read(buf)
-	is.True(strings.Contains(string(buf[:n]), "200")) // served through the published port
+	is.Equal(body, "hello\n") // served through the published port
 }
 
 func TestCloseStopsEverything(t *testing.T) {

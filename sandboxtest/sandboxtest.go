@@ -139,11 +139,10 @@ func WaitFor(ws ...WaitStrategy) Option {
 // WithManager makes New create the sandbox through m instead of a Manager
 // of its own, so many tests can share one. The caller keeps ownership of m
 // and must not close it before the tests' cleanups ran (register its Close
-// with t.Cleanup in the parent test, before the subtests). Sandboxes carry
-// the labels m was made with: make m with
-// opensbx.WithLabels(sandboxtest.RunLabels(maxLife)) and
-// opensbx.WithDeleteOnExpiry(true) for the sweeper and the expiry to
-// remove what a killed process leaves behind.
+// with t.Cleanup in the parent test, before the subtests). Each sandbox
+// carries its own run id and deadline labels, so the sweeper removes what a
+// killed process leaves behind; make m with opensbx.WithDeleteOnExpiry(true)
+// for its own expiry to delete rather than stop overdue sandboxes.
 func WithManager(m *opensbx.Manager) Option {
 	return func(s *settings) {
 		if m == nil {
@@ -216,6 +215,12 @@ func New(tb testing.TB, image string, opts ...Option) *Sandbox {
 	}
 	sb := &Sandbox{tb: tb, m: s.manager, runID: NewRunID()}
 	sb.deadline = time.Now().Add(s.create.TTL + DeadlineGrace)
+	// Every sandbox carries its own run id and deadline, also one made
+	// through a caller's Manager, so the sweeper can find it after a crash.
+	s.create.Labels = map[string]string{
+		LabelRun:      sb.runID,
+		LabelDeadline: strconv.FormatInt(sb.deadline.Unix(), 10),
+	}
 
 	ctx, cancel := context.WithTimeout(tb.Context(), DefaultCreateTimeout)
 	defer cancel()
@@ -234,10 +239,6 @@ func New(tb testing.TB, image string, opts ...Option) *Sandbox {
 		m, err := opensbx.New(ctx,
 			opensbx.WithDockerClient(cli),
 			opensbx.WithNamespace(ns),
-			opensbx.WithLabels(map[string]string{
-				LabelRun:      sb.runID,
-				LabelDeadline: strconv.FormatInt(sb.deadline.Unix(), 10),
-			}),
 			opensbx.WithDeleteOnExpiry(true),
 			opensbx.WithStopTimeout(time.Second),
 		)
@@ -335,11 +336,12 @@ func NewRunID() string {
 	return "p" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
 }
 
-// RunLabels returns the labels for a Manager that the caller shares
-// between tests (see WithManager): a fresh run id, and a deadline of
-// maxLife plus DeadlineGrace from now, after which Sweep may remove any
-// sandbox the Manager made. maxLife should cover the whole test binary
-// (its -timeout).
+// RunLabels returns labels for a Manager that the caller shares between
+// tests (opensbx.WithLabels), so that sandboxes the caller creates through it
+// directly, not through New (which labels its own), are swept too: a fresh
+// run id, and a deadline of maxLife plus DeadlineGrace from now, after which
+// Sweep may remove them. maxLife should cover the whole test binary (its
+// -timeout).
 func RunLabels(maxLife time.Duration) map[string]string {
 	return map[string]string{
 		LabelRun:      NewRunID(),

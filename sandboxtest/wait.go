@@ -37,6 +37,8 @@ type WaitError struct {
 	Err error
 }
 
+// Error says what was waited for, how it ended, how often it was checked
+// and the last thing seen.
 func (e *WaitError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "wait for %s: ", e.What)
