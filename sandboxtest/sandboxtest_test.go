@@ -512,7 +512,8 @@ func TestNewWaitFails(t *testing.T) {
 }
 
 // TestWithManager: tests sharing a caller's Manager get their sandboxes
-// removed, leave the Manager open, and carry the Manager's run labels.
+// removed, leave the Manager open, and carry run and deadline labels of
+// their own.
 func TestWithManager(t *testing.T) {
 	is := is.New(t)
 	cli := engine(t)
@@ -527,8 +528,13 @@ func TestWithManager(t *testing.T) {
 			t.Run(strconv.Itoa(i), func(t *testing.T) {
 				t.Parallel()
 				sb := sandboxtest.New(t, busybox, sandboxtest.WithManager(m))
-				if sb.Manager() != m || sb.RunID() != labels[sandboxtest.LabelRun] {
-					t.Errorf("sandbox not made through the shared Manager with its labels")
+				if sb.Manager() != m {
+					t.Errorf("sandbox not made through the shared Manager")
+				}
+				// Its own run id and deadline, so the sweeper finds it after a crash.
+				info := sb.Info()
+				if sb.RunID() == "" || sb.RunID() == labels[sandboxtest.LabelRun] || info.Labels[sandboxtest.LabelDeadline] == "" {
+					t.Errorf("sandbox labels %v: want its own run id and deadline", info.Labels)
 				}
 			})
 		}
