@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"os"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func removeLabelled(ctx context.Context, cli *client.Client, label string) error
 		return err
 	}
 	for _, c := range cs {
-		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !client.IsErrNotFound(err) {
+		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			return err
 		}
 	}

@@ -131,7 +131,10 @@ func TestLifecycle(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	ctx := context.Background()
-	m, cli := newTestManager(t)
+	// A long stop timeout: the exit code then shows whether SIGTERM ended the
+	// sandbox (143) or the engine had to kill it (137), however loaded the
+	// machine is.
+	m, cli := newTestManager(t, WithStopTimeout(30*time.Second))
 	sb := newBusybox(t, m, CreateOptions{Ports: []string{"8080", "53/udp"}, Env: []string{"A=1"}, Labels: map[string]string{"team": "graders"}})
 	is.Equal(sb.Labels["team"], "graders")     // per-sandbox label
 	is.Equal(sb.Labels[testRunLabel], testRun) // manager label
@@ -362,7 +365,7 @@ func TestShellLessImageWithCommand(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	ctx := context.Background()
-	m, _ := newTestManager(t)
+	m, _ := newTestManager(t, WithStopTimeout(30*time.Second)) // see TestLifecycle
 	res, err := m.Create(ctx, CreateOptions{Image: testenv.NoShellImage, Command: []string{"/app"}})
 	is.NoErr(err)
 	is.Equal(res.State, StateRunning)

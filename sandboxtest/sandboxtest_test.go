@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"net/http"
 	"os"
@@ -80,7 +81,7 @@ func containersOfRuns(t *testing.T, cli *client.Client, runs ...string) []contai
 func exists(t *testing.T, cli *client.Client, id string) bool {
 	t.Helper()
 	_, err := cli.ContainerInspect(context.Background(), id)
-	if client.IsErrNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return false
 	}
 	if err != nil {

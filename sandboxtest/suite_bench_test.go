@@ -3,6 +3,7 @@ package sandboxtest_test
 import (
 	"context"
 	"errors"
+	cerrdefs "github.com/containerd/errdefs"
 	"net"
 	"os"
 	"os/exec"
@@ -120,7 +121,7 @@ func sdkTest(t *testing.T, cli *client.Client) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := cli.ContainerRemove(ctx, resp.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
+		if err := cli.ContainerRemove(ctx, resp.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("remove: %v", err)
 		}
 	})

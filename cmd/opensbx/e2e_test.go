@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"net/http"
 	"net/url"
@@ -343,7 +344,7 @@ func removeNamespace(t *testing.T, cli *client.Client, ns string) {
 		return
 	}
 	for _, c := range cs {
-		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
+		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("cleanup %s: %v", ns, err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Store is a set of buckets of key/value records. Implementations are safe
@@ -57,7 +58,7 @@ func OpenBolt(dir string) (_ Store, err error) {
 	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("state file %s is locked by another process", path)
 		}
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
