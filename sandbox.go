@@ -415,7 +415,16 @@ func (m *Manager) hasExecutable(ctx context.Context, id, argv0 string) (bool, er
 		}
 		// Order does not matter for existence; try the likeliest first.
 		list := strings.Split(dirs, ":")
-		sort.SliceStable(list, func(i, j int) bool { return list[i] == "/bin" || (list[i] == "/usr/bin" && list[j] != "/bin") })
+		rank := func(d string) int {
+			switch d {
+			case "/bin":
+				return 0
+			case "/usr/bin":
+				return 1
+			}
+			return 2
+		}
+		sort.SliceStable(list, func(i, j int) bool { return rank(list[i]) < rank(list[j]) })
 		for _, d := range list {
 			if path.IsAbs(d) {
 				candidates = append(candidates, path.Join(d, argv0))
