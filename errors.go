@@ -29,4 +29,8 @@ var (
 	ErrUnsupported = sbxerr.ErrUnsupported
 	// ErrUnauthorized: a registry refused the credentials of a pull.
 	ErrUnauthorized = sbxerr.ErrUnauthorized
+	// ErrRegistry: a registry failed a pull for another reason (it could
+	// not be reached, or sent something broken); the message is the
+	// engine's.
+	ErrRegistry = sbxerr.ErrRegistry
 )

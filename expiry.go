@@ -216,6 +216,13 @@ func (e *expiry) expire(ctx context.Context, id string) {
 	switch {
 	case err == nil, errors.Is(err, ErrNotFound), errors.Is(engine.Classify(err), ErrConflict):
 		e.m.log.Info("sandbox expired", "sandbox", shortID(id), "action", action)
+		if err == nil {
+			ev := Event{Type: EventStopped, SandboxID: id, Expired: true}
+			if action == "delete" {
+				ev.Type = EventDeleted
+			}
+			e.m.publish(ev)
+		}
 		e.mu.Lock()
 		cur, still := e.recs[id]
 		e.mu.Unlock()

@@ -312,8 +312,8 @@ func (m *Manager) RemoveImage(ctx context.Context, ref string, force bool) error
 // ErrImageNotFound for an unknown repository, tag or digest and
 // ErrUnauthorized when the registry refuses the credentials, both with the
 // registry's message; ErrUnavailable when the engine cannot be reached;
-// other registry failures (unreachable registry, broken layer) come back
-// with the engine's message and no sentinel. A pull that failed never
+// other registry failures (unreachable registry, broken layer) match
+// ErrRegistry and carry the engine's message. A pull that failed never
 // returns an Image.
 func (m *Manager) PullImage(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
 	ctx, done, err := m.begin(ctx)
@@ -357,7 +357,7 @@ func (m *Manager) ensureImage(ctx context.Context, ref string, pull bool) error 
 		return fmt.Errorf("image %q: %w", ref, err)
 	}
 	if !pull {
-		return fmt.Errorf("image %q is not present locally; pull it first: %w", ref, err)
+		return fmt.Errorf("image %q not found locally: pull it first (POST /v1/images/pull, Manager.PullImage) or ask Create to (PullMissing): %w", ref, err)
 	}
 	norm, perr := ParseReference(ref)
 	if perr != nil {
@@ -587,7 +587,7 @@ func pullErr(err error) error {
 	if kind := registryKind(err.Error(), 0); kind != nil {
 		return sbxerr.Wrap(kind, err)
 	}
-	return err
+	return sbxerr.Wrap(ErrRegistry, err)
 }
 
 // streamError turns an error message of the engine's pull stream into a
@@ -603,7 +603,7 @@ func streamError(msg jsonmessage.JSONMessage) error {
 	if kind := registryKind(text, code); kind != nil {
 		return sbxerr.New(kind, "%s", text)
 	}
-	return errors.New(text)
+	return sbxerr.New(ErrRegistry, "%s", text)
 }
 
 // registryKind tells ErrUnauthorized or ErrImageNotFound from a registry

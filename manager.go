@@ -30,6 +30,7 @@ const (
 	labelCPUs      = labelPrefix + "cpus"
 	labelPorts     = labelPrefix + "ports"
 	labelKeepAlive = labelPrefix + "keep-alive"
+	labelPrivate   = labelPrefix + "private"
 )
 
 // Manager owns the sandboxes of one namespace on one Docker engine: their
@@ -49,6 +50,7 @@ type Manager struct {
 	wg     sync.WaitGroup // background goroutines and in-flight calls
 
 	expiry *expiry
+	subs   subscribers
 	cmds   *commandRegistry
 	pulls  *pullGroup
 }

@@ -300,7 +300,7 @@ func (c *config) validate() error {
 		return invalidf("default memory %d MB is over the maximum %d MB", c.defaults.MemoryMB, c.max.MemoryMB)
 	}
 	if c.defaults.CPUs > c.max.CPUs {
-		return invalidf("default CPUs %g are over the maximum %g", c.defaults.CPUs, c.max.CPUs)
+		return invalidf("default CPUs %s are over the maximum %s", formatCPUs(c.defaults.CPUs), formatCPUs(c.max.CPUs))
 	}
 	return nil
 }

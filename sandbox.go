@@ -67,6 +67,10 @@ type CreateOptions struct {
 	// Labels are extra container labels for this sandbox, added to the
 	// Manager's (WithLabels). Keys under "org.opensbx." are reserved.
 	Labels map[string]string
+	// Private marks the sandbox's preview URLs as private: a preview proxy
+	// (package preview) serves them only to requests carrying the
+	// sandbox's own preview token, never to anyone who knows the name.
+	Private bool
 }
 
 // State is the normalised state of a sandbox.
@@ -119,6 +123,8 @@ type Sandbox struct {
 	// Labels are the caller's extra labels (WithLabels); Opensbx's own are
 	// not included.
 	Labels map[string]string
+	// Private reports CreateOptions.Private.
+	Private bool
 }
 
 // Running reports whether the sandbox's processes run (paused counts).
@@ -135,6 +141,14 @@ func (s *Sandbox) MainPort() string {
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 func validName(s string) bool { return nameRE.MatchString(s) }
+
+// formatCPUs prints a CPU count with at least one decimal ("4.0", "1.5").
+func formatCPUs(f float64) string {
+	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
+		return strconv.FormatFloat(f, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
 
 // normalizePort turns "8080" or "53/UDP" into "8080/tcp" or "53/udp".
 func normalizePort(p string) (string, error) {
@@ -178,7 +192,7 @@ func (m *Manager) normalize(o CreateOptions) (CreateOptions, error) {
 		return o, invalidf("memory %d MB is over the maximum %d MB", r.MemoryMB, m.cfg.max.MemoryMB)
 	}
 	if r.CPUs > m.cfg.max.CPUs {
-		return o, invalidf("cpus %g are over the maximum %g", r.CPUs, m.cfg.max.CPUs)
+		return o, invalidf("cpus %s are over the maximum %s", formatCPUs(r.CPUs), formatCPUs(m.cfg.max.CPUs))
 	}
 	if r.MemoryMB == 0 {
 		r.MemoryMB = m.cfg.defaults.MemoryMB
@@ -356,7 +370,9 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, name, spec string
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", engine.Classify(err))
 	}
-	return &CreateResult{Sandbox: m.fromInspect(c), Created: true}, nil
+	sb := m.fromInspect(c)
+	m.publish(Event{Type: EventCreated, SandboxID: sb.ID, Name: sb.Name})
+	return &CreateResult{Sandbox: sb, Created: true}, nil
 }
 
 // removeLate removes the container called name if the engine creates it
@@ -460,6 +476,9 @@ func (m *Manager) containerConfig(o CreateOptions, name, spec string) (*containe
 	labels[labelMemory] = strconv.FormatInt(o.Resources.MemoryMB, 10)
 	labels[labelCPUs] = strconv.FormatFloat(o.Resources.CPUs, 'f', -1, 64)
 	labels[labelPorts] = strings.Join(o.Ports, ",")
+	if o.Private {
+		labels[labelPrivate] = "true"
+	}
 	cfg := &container.Config{
 		Image:        o.Image,
 		Env:          o.Env,
@@ -537,6 +556,7 @@ func (m *Manager) fromLabels(id string, labels map[string]string) *Sandbox {
 	s.Resources.MemoryMB, _ = strconv.ParseInt(labels[labelMemory], 10, 64)
 	s.Resources.CPUs, _ = strconv.ParseFloat(labels[labelCPUs], 64)
 	s.TTL = labelTTLValue(labels)
+	s.Private = labels[labelPrivate] == "true"
 	for k, v := range labels {
 		if !strings.HasPrefix(k, labelPrefix) {
 			if s.Labels == nil {
@@ -650,8 +670,12 @@ func (m *Manager) List(ctx context.Context) ([]*Sandbox, error) {
 // or paused sandbox fails with ErrConflict.
 func (m *Manager) Start(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, "start", func(ctx context.Context, c container.InspectResponse) error {
-		if st := m.stateOfInspect(c); st != StateStopped {
-			return fmt.Errorf("sandbox is %s: %w", st, ErrConflict)
+		switch st := m.stateOfInspect(c); st {
+		case StateStopped:
+		case StateRunning:
+			return fmt.Errorf("sandbox is already running: %w", ErrConflict)
+		default:
+			return fmt.Errorf("sandbox is %s, not stopped: %w", st, ErrConflict)
 		}
 		if err := m.docker.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 			return engine.Classify(err)
@@ -697,7 +721,11 @@ func (m *Manager) Restart(ctx context.Context, id string) (*Sandbox, error) {
 // stopped sandbox fails with ErrConflict. A paused sandbox still expires.
 func (m *Manager) Pause(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, "pause", func(ctx context.Context, c container.InspectResponse) error {
-		if st := m.stateOfInspect(c); st != StateRunning {
+		switch st := m.stateOfInspect(c); st {
+		case StateRunning:
+		case StatePaused:
+			return fmt.Errorf("sandbox is already paused: %w", ErrConflict)
+		default:
 			return fmt.Errorf("sandbox is %s, not running: %w", st, ErrConflict)
 		}
 		return engine.Classify(m.docker.ContainerPause(ctx, c.ID))
@@ -737,6 +765,7 @@ func (m *Manager) transition(ctx context.Context, id, verb string, step func(con
 	if err := step(ctx, c); err != nil {
 		return nil, fmt.Errorf("%s sandbox %s: %w", verb, shortID(c.ID), err)
 	}
+	m.publish(Event{Type: verbEvents[verb], SandboxID: c.ID, Name: c.Config.Labels[labelName]})
 	c, err = m.docker.ContainerInspect(ctx, c.ID)
 	if err != nil {
 		return nil, fmt.Errorf("%s sandbox %s: inspect: %w", verb, shortID(c.ID), engine.Classify(err))
@@ -756,7 +785,17 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("delete sandbox: %w", err)
 	}
-	return m.remove(ctx, c.ID)
+	if err := m.remove(ctx, c.ID); err != nil {
+		return err
+	}
+	m.publish(Event{Type: EventDeleted, SandboxID: c.ID, Name: c.Config.Labels[labelName]})
+	return nil
+}
+
+// verbEvents maps a transition's verb to the Event it publishes.
+var verbEvents = map[string]EventType{
+	"start": EventStarted, "stop": EventStopped, "restart": EventRestarted,
+	"pause": EventPaused, "resume": EventResumed, "renew": EventRenewed,
 }
 
 // remove force-removes an owned container and forgets its state.

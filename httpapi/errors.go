@@ -17,6 +17,7 @@ const (
 	codeTooLarge         = "PAYLOAD_TOO_LARGE"
 	codeUnprocessable    = "UNSUPPORTED"
 	codeRegistryAuth     = "REGISTRY_UNAUTHORIZED"
+	codeRegistry         = "REGISTRY_ERROR"
 	codeUnavailable      = "UNAVAILABLE"
 	codeInternal         = "INTERNAL_ERROR"
 )
@@ -45,6 +46,7 @@ var errorTable = []struct {
 	{opensbx.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
 	{opensbx.ErrClosed, http.StatusServiceUnavailable, codeUnavailable},
 	{opensbx.ErrUnauthorized, http.StatusBadGateway, codeRegistryAuth},
+	{opensbx.ErrRegistry, http.StatusBadGateway, codeRegistry},
 	{opensbx.ErrUnsupported, http.StatusUnprocessableEntity, codeUnprocessable},
 }
 

@@ -103,7 +103,7 @@ type pullResponse struct {
 // REGISTRY_ERROR with that message, instead of an opaque 500.
 func pullError(err error) error {
 	if status, _, _ := classify(err); status == http.StatusInternalServerError {
-		return &apiError{status: http.StatusBadGateway, code: "REGISTRY_ERROR", message: err.Error()}
+		return &apiError{status: http.StatusBadGateway, code: codeRegistry, message: err.Error()}
 	}
 	return err
 }

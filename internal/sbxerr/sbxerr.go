@@ -32,6 +32,10 @@ var (
 	ErrUnsupported = errors.New("unsupported by image")
 	// ErrUnauthorized reports credentials a registry refused.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrRegistry reports a registry that failed a pull (unreachable, or
+	// a broken answer) for a reason other than a missing image or refused
+	// credentials.
+	ErrRegistry = errors.New("registry error")
 )
 
 // Invalid returns an error matching ErrInvalid with the given message.
