@@ -9,10 +9,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
-
 	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/poll"
+	"github.com/opensbx/opensbx/internal/sbxerr"
 )
 
 // How KillCommand reaches exactly one command's process tree.
@@ -134,35 +133,25 @@ func (r *commandRegistry) markerSignal(ctx context.Context, e *cmdEntry, sig sys
 		}
 		return errEnded
 	case code == 126 || code == 127:
-		return fmt.Errorf("the sandbox's image lacks sh, tr, grep or kill: %w", ErrUnsupported)
+		return sbxerr.New(ErrUnsupported, "the sandbox's image lacks sh, tr, grep or kill")
 	case code != 0:
 		return fmt.Errorf("signal inside the sandbox: exit code %d: %s", code, strings.TrimSpace(out))
 	}
 	return nil
 }
 
+// execQuietLimit bounds the output execQuiet keeps.
+const execQuietLimit = 4 << 10
+
 // execQuiet runs a helper command as root in the sandbox and returns its
-// exit code and combined output. It is not recorded as a command.
+// exit code and (bounded) combined output. It is not recorded as a
+// command, and it ends with ctx.
 func (r *commandRegistry) execQuiet(ctx context.Context, sandboxID string, cmd []string) (int, string, error) {
-	created, err := r.m.docker.ContainerExecCreate(ctx, sandboxID, container.ExecOptions{
-		User: "0", Cmd: cmd, AttachStdout: true, AttachStderr: true,
-	})
+	res, err := engine.Run(ctx, r.m.engine, sandboxID, engine.ExecSpec{User: "0", Cmd: cmd}, execQuietLimit)
 	if err != nil {
-		return 0, "", fmt.Errorf("exec in sandbox: %w", engine.Classify(err))
+		return 0, "", fmt.Errorf("exec in sandbox: %w", err)
 	}
-	hj, err := r.m.docker.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return 0, "", fmt.Errorf("exec in sandbox: %w", engine.Classify(err))
-	}
-	var out strings.Builder
-	_, _ = stdcopy.StdCopy(&out, &out, hj.Reader)
-	hj.Close()
-	tmp := &cmdEntry{execID: created.ID, cmd: Command{SandboxID: sandboxID}}
-	code, msg := r.waitExit(ctx, tmp)
-	if msg != "" {
-		return 0, "", fmt.Errorf("exec in sandbox: %s", msg)
-	}
-	return *code, out.String(), nil
+	return res.ExitCode, string(res.Output), nil
 }
 
 // identifyRoot returns the host process the exec of e started, with its
@@ -170,23 +159,21 @@ func (r *commandRegistry) execQuiet(ctx context.Context, sandboxID string, cmd [
 func (r *commandRegistry) identifyRoot(ctx context.Context, e *cmdEntry) (proc, error) {
 	// Exec returns as soon as the engine accepted the start, which may be
 	// before the process runs: wait until it runs or the command has ended.
-	var ins container.ExecInspect
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+	var ins engine.ExecStatus
+	err := poll.Until(ctx, poll.Backoff{Min: time.Millisecond, Max: 50 * time.Millisecond}, func() (bool, error) {
 		var err error
-		ins, err = r.m.docker.ContainerExecInspect(ctx, e.execID)
-		if err != nil {
-			return proc{}, fmt.Errorf("inspect exec: %w", engine.Classify(err))
-		}
-		if ins.Running && ins.Pid > 0 {
-			break
+		if ins, err = r.m.engine.ExecInspect(ctx, e.execID); err != nil {
+			return false, fmt.Errorf("inspect exec: %w", err)
 		}
 		select {
 		case <-e.done:
-			return proc{}, errEnded
-		case <-ctx.Done():
-			return proc{}, ctx.Err()
-		case <-time.After(delay):
+			return false, errEnded
+		default:
 		}
+		return ins.Running && ins.Pid > 0, nil
+	})
+	if err != nil {
+		return proc{}, err
 	}
 	p, err := readProc(ins.Pid)
 	if err != nil {
@@ -195,9 +182,9 @@ func (r *commandRegistry) identifyRoot(ctx context.Context, e *cmdEntry) (proc, 
 	if !procInContainer(ins.Pid, e.cmd.SandboxID) {
 		return proc{}, fmt.Errorf("%w: pid %d is not in the sandbox's cgroup", errNoHostProcs, ins.Pid)
 	}
-	again, err := r.m.docker.ContainerExecInspect(ctx, e.execID)
+	again, err := r.m.engine.ExecInspect(ctx, e.execID)
 	if err != nil {
-		return proc{}, fmt.Errorf("inspect exec: %w", engine.Classify(err))
+		return proc{}, fmt.Errorf("inspect exec: %w", err)
 	}
 	if !again.Running || again.Pid != ins.Pid {
 		return proc{}, errEnded
@@ -277,7 +264,7 @@ func (r *commandRegistry) sandboxSignalTree(ctx context.Context, e *cmdEntry, ro
 	case err != nil:
 		return err
 	case code == 126 || code == 127:
-		return fmt.Errorf("the sandbox's image has no kill program: %w", ErrUnsupported)
+		return sbxerr.New(ErrUnsupported, "the sandbox's image has no kill program")
 	case code != 0:
 		// kill reports processes that ended meanwhile; the rest were signalled.
 		r.m.log.Debug("in-sandbox kill reported an error", "code", code, "output", out)

@@ -1,8 +1,12 @@
 package opensbx
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/poll"
 )
 
 // EventType names a change to a sandbox.
@@ -20,8 +24,11 @@ const (
 	EventDeleted   EventType = "deleted"
 )
 
-// Event reports a change the Manager made to one of its sandboxes: a call
-// that succeeded, or the expiry stopping or deleting a sandbox.
+// Event reports a change to one of the Manager's sandboxes: a call that
+// succeeded, the expiry stopping or deleting a sandbox, or a change the
+// engine reports (a sandbox's main process exited, a container was
+// removed behind the Manager's back). One change may be reported twice
+// (by the call and by the engine).
 type Event struct {
 	// Type is what happened.
 	Type EventType
@@ -75,5 +82,55 @@ func (m *Manager) publish(ev Event) {
 	defer s.mu.RUnlock()
 	for _, fn := range s.fns {
 		fn(ev)
+	}
+}
+
+// watchEngine follows the engine's events about this namespace's
+// containers until ctx ends, so that changes the Manager did not make
+// itself (a sandbox's main process exiting, a container removed behind
+// its back, a sandbox made by another Manager of the namespace) reach the
+// index and the subscribers. The Manager's own changes are reported by the
+// engine too, so a subscriber may see an event twice. A broken event
+// stream (the engine restarted) is reopened with a growing delay.
+func (m *Manager) watchEngine(ctx context.Context) {
+	delay := poll.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	wait := delay.Min
+	for ctx.Err() == nil {
+		evs, errc := m.engine.Events(ctx, m.ownedLabels())
+		opened := time.Now()
+		for ev := range evs {
+			m.engineEvent(ev)
+		}
+		err := <-errc
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(opened) > time.Minute {
+			wait = delay.Min
+		}
+		m.log.Debug("engine event stream ended; reopening", "err", err, "after", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, delay.Max)
+	}
+}
+
+// engineEvent applies one engine event.
+func (m *Manager) engineEvent(ev engine.Event) {
+	if !m.owns(ev.Labels) || !engine.IsFullID(ev.ContainerID) {
+		return
+	}
+	name := ev.Labels[labelName]
+	switch ev.Action {
+	case "create":
+		m.index.add(ev.ContainerID, name)
+	case "die":
+		m.publish(Event{Type: EventStopped, SandboxID: ev.ContainerID, Name: name, Time: ev.Time})
+	case "destroy":
+		m.index.drop(ev.ContainerID)
+		m.publish(Event{Type: EventDeleted, SandboxID: ev.ContainerID, Name: name, Time: ev.Time})
 	}
 }

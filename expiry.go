@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/sbxerr"
 )
 
 // bucketExpiry holds one record per sandbox with a deadline.
@@ -36,10 +37,11 @@ func newExpiry(m *Manager) *expiry {
 	return &expiry{m: m, recs: map[string]expiryRecord{}, busy: map[string]bool{}, wake: make(chan struct{}, 1), limit: make(chan struct{}, 8)}
 }
 
-// recover loads stored deadlines and reconciles them with the engine: records
-// of containers that are gone are dropped, and running sandboxes without a
-// record get their deadline from their start time and TTL label.
-func (e *expiry) recover(ctx context.Context) error {
+// recover loads stored deadlines and reconciles them with owned, the
+// engine's list of this namespace's containers: records of containers that
+// are gone are dropped, and running sandboxes without a record get their
+// deadline from their start time and TTL label.
+func (e *expiry) recover(owned []engine.Container) error {
 	err := e.m.store.ForEach(bucketExpiry, func(id string, v []byte) error {
 		var r expiryRecord
 		if err := json.Unmarshal(v, &r); err != nil {
@@ -51,70 +53,82 @@ func (e *expiry) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cs, err := e.m.listOwned(ctx)
-	if err != nil {
-		return err
-	}
+	ctx, cancel := context.WithTimeout(e.m.ctx, time.Minute)
+	defer cancel()
 	alive := map[string]bool{}
-	for _, c := range cs {
+	for _, c := range owned {
 		alive[c.ID] = true
-		st := stateOf(string(c.State), false, false, false)
+		st := stateOf(c.State)
 		if _, ok := e.recs[c.ID]; ok || (st != StateRunning && st != StatePaused) {
 			continue
 		}
-		ttl := labelTTLValue(c.Labels)
+		ttl := ttlOfLabels(c.Labels)
 		if ttl <= 0 {
 			continue
 		}
-		started := time.Unix(c.Created, 0)
-		if ci, err := e.m.docker.ContainerInspect(ctx, c.ID); err == nil && ci.State != nil {
-			if t := parseTime(ci.State.StartedAt); !t.IsZero() {
-				started = t
-			}
+		started := c.Created
+		if ci, err := e.m.engine.Inspect(ctx, c.ID); err == nil && !ci.State.StartedAt.IsZero() {
+			started = ci.State.StartedAt
 		}
-		if err := e.put(c.ID, expiryRecord{Deadline: started.Add(ttl), TTL: ttl}); err != nil {
+		if err := e.put(c.ID, expiryRecord{Deadline: started.Add(ttl), TTL: ttl}, false); err != nil {
 			return err
 		}
 	}
 	for id := range e.recs {
 		if !alive[id] {
-			e.forget(id)
+			if err := e.forget(id); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func (e *expiry) put(id string, r expiryRecord) error {
-	b, _ := json.Marshal(r)
-	if err := e.m.store.Put(bucketExpiry, id, b); err != nil {
-		return fmt.Errorf("save deadline: %w", err)
-	}
+// put records r as the deadline of id. With renewal set it fails with
+// ErrConflict when the expiry is already stopping id: a renewal that
+// succeeds is never followed by the expiry of the old deadline.
+func (e *expiry) put(id string, r expiryRecord, renewal bool) error {
 	e.mu.Lock()
+	if renewal && e.busy[id] {
+		e.mu.Unlock()
+		return sbxerr.Conflict("the sandbox's TTL passed and it is being stopped")
+	}
 	e.recs[id] = r
 	e.mu.Unlock()
 	select {
 	case e.wake <- struct{}{}:
 	default:
 	}
+	b, _ := json.Marshal(r)
+	if err := e.m.store.Put(bucketExpiry, id, b); err != nil {
+		return fmt.Errorf("save deadline: %w", err)
+	}
 	return nil
 }
 
-// arm sets the deadline of id to ttl from now.
+// arm sets the deadline of id to ttl from now (the Manager's default TTL
+// for ttl <= 0), for a sandbox that was just started.
 func (e *expiry) arm(id string, ttl time.Duration) error {
 	if ttl <= 0 {
 		ttl = e.m.cfg.ttl
 	}
-	return e.put(id, expiryRecord{Deadline: time.Now().Add(ttl), TTL: ttl})
+	return e.put(id, expiryRecord{Deadline: e.m.now().Add(ttl), TTL: ttl}, false)
+}
+
+// renew sets the deadline of a running sandbox to ttl from now.
+func (e *expiry) renew(id string, ttl time.Duration) error {
+	return e.put(id, expiryRecord{Deadline: e.m.now().Add(ttl), TTL: ttl}, true)
 }
 
 // forget drops the deadline of id.
-func (e *expiry) forget(id string) {
+func (e *expiry) forget(id string) error {
 	e.mu.Lock()
 	delete(e.recs, id)
 	e.mu.Unlock()
 	if err := e.m.store.Delete(bucketExpiry, id); err != nil {
-		e.m.log.Error("drop deadline", "sandbox", shortID(id), "err", err)
+		return fmt.Errorf("drop deadline of %s: %w", shortID(id), err)
 	}
+	return nil
 }
 
 // deadline returns the deadline of id, or the zero time.
@@ -147,18 +161,10 @@ func (e *expiry) due(now time.Time) (ids []string, next time.Time) {
 
 // run expires sandboxes until ctx ends.
 func (e *expiry) run(ctx context.Context) {
-	timer := time.NewTimer(0)
-	defer timer.Stop()
 	var actions sync.WaitGroup
 	defer actions.Wait()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		case <-e.wake:
-		}
-		ids, next := e.due(time.Now())
+		ids, next := e.due(e.m.now())
 		for _, id := range ids {
 			select {
 			case e.limit <- struct{}{}:
@@ -174,15 +180,14 @@ func (e *expiry) run(ctx context.Context) {
 		}
 		wait := time.Minute
 		if !next.IsZero() {
-			wait = time.Until(next)
+			wait = max(next.Sub(e.m.now()), 10*time.Millisecond)
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.m.cfg.clock.After(wait):
+		case <-e.wake:
 		}
-		timer.Reset(max(wait, 10*time.Millisecond))
 	}
 }
 
@@ -200,24 +205,25 @@ func (e *expiry) expire(ctx context.Context, id string) {
 	}()
 	e.mu.Lock()
 	rec, ok := e.recs[id]
-	if !ok || rec.Deadline.After(time.Now()) { // forgotten or renewed meanwhile
+	if !ok || rec.Deadline.After(e.m.now()) { // forgotten or renewed meanwhile
 		e.mu.Unlock()
 		return
 	}
 	e.mu.Unlock()
+	name := e.m.index.nameOf(id)
 	var err error
 	action := "stop"
 	if e.m.cfg.deleteOnExpiry {
 		action = "delete"
 		err = e.m.remove(ctx, id)
 	} else {
-		err = e.m.stop(ctx, id)
+		err = e.m.engine.Stop(ctx, id, e.m.cfg.stopTimeout)
 	}
 	switch {
-	case err == nil, errors.Is(err, ErrNotFound), errors.Is(engine.Classify(err), ErrConflict):
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict):
 		e.m.log.Info("sandbox expired", "sandbox", shortID(id), "action", action)
 		if err == nil {
-			ev := Event{Type: EventStopped, SandboxID: id, Expired: true}
+			ev := Event{Type: EventStopped, SandboxID: id, Name: name, Expired: true}
 			if action == "delete" {
 				ev.Type = EventDeleted
 			}
@@ -227,13 +233,15 @@ func (e *expiry) expire(ctx context.Context, id string) {
 		cur, still := e.recs[id]
 		e.mu.Unlock()
 		if still && cur.Deadline.Equal(rec.Deadline) {
-			e.forget(id)
+			if err := e.forget(id); err != nil {
+				e.m.log.Error("expire sandbox", "sandbox", shortID(id), "err", err)
+			}
 		}
 	case ctx.Err() != nil:
 	default:
 		e.m.log.Warn("expire sandbox", "sandbox", shortID(id), "action", action, "err", err)
-		rec.Deadline = time.Now().Add(5 * time.Second)
-		if perr := e.put(id, rec); perr != nil {
+		rec.Deadline = e.m.now().Add(5 * time.Second)
+		if perr := e.put(id, rec, false); perr != nil {
 			e.m.log.Error("save deadline", "sandbox", shortID(id), "err", perr)
 		}
 	}

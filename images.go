@@ -2,23 +2,15 @@ package opensbx
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/distribution/reference"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/opensbx/opensbx/internal/engine"
 	"github.com/opensbx/opensbx/internal/sbxerr"
@@ -141,17 +133,17 @@ func ParseReference(ref string) (string, error) {
 
 func parseNamed(ref string) (reference.Named, error) {
 	if ref == "" {
-		return nil, invalidf("image reference is empty")
+		return nil, sbxerr.Invalid("image reference is empty")
 	}
 	if strings.TrimSpace(ref) != ref {
-		return nil, invalidf("image reference %q has surrounding spaces", ref)
+		return nil, sbxerr.Invalid("image reference %q has surrounding spaces", ref)
 	}
 	if strings.HasPrefix(ref, "sha256:") {
-		return nil, invalidf("%q is an image id, not a reference", ref)
+		return nil, sbxerr.Invalid("%q is an image id, not a reference", ref)
 	}
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
-		return nil, invalidf("image reference %q: %v", ref, err)
+		return nil, sbxerr.Invalid("image reference %q: %v", ref, err)
 	}
 	return named, nil
 }
@@ -175,19 +167,13 @@ func (m *Manager) Images(ctx context.Context) ([]Image, error) {
 		return nil, err
 	}
 	defer done()
-	list, err := m.docker.ImageList(ctx, image.ListOptions{})
+	list, err := m.engine.Images(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list images: %w", engine.Classify(err))
+		return nil, fmt.Errorf("list images: %w", err)
 	}
 	out := make([]Image, 0, len(list))
 	for _, s := range list {
-		out = append(out, Image{
-			ID:      s.ID,
-			Tags:    realRefs(s.RepoTags),
-			Digests: realRefs(s.RepoDigests),
-			Size:    s.Size,
-			Created: time.Unix(s.Created, 0).UTC(),
-		})
+		out = append(out, imageOf(s))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Created.Equal(out[j].Created) {
@@ -225,17 +211,17 @@ func (m *Manager) Image(ctx context.Context, ref string) (*ImageDetail, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect image: %w", err)
 	}
-	ii, err := m.docker.ImageInspect(ctx, target)
+	ii, err := m.engine.ImageInspect(ctx, target)
 	if err != nil {
-		return nil, fmt.Errorf("inspect image %q: %w", ref, imageErr(err))
+		return nil, fmt.Errorf("inspect image %q: %w", ref, err)
 	}
 	d := &ImageDetail{
-		Image:        imageFromInspect(ii),
+		Image:        imageOf(ii),
 		Architecture: ii.Architecture,
-		OS:           ii.Os,
+		OS:           ii.OS,
 		Sandboxes:    []string{},
 	}
-	cs, err := m.listOwned(ctx)
+	cs, err := m.index.refresh(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("inspect image %q: %w", ref, err)
 	}
@@ -248,27 +234,15 @@ func (m *Manager) Image(ctx context.Context, ref string) (*ImageDetail, error) {
 	return d, nil
 }
 
-func imageFromInspect(ii image.InspectResponse) Image {
-	img := Image{
+// imageOf is the public form of an engine image.
+func imageOf(ii engine.Image) Image {
+	return Image{
 		ID:      ii.ID,
 		Tags:    realRefs(ii.RepoTags),
 		Digests: realRefs(ii.RepoDigests),
 		Size:    ii.Size,
+		Created: ii.Created.UTC(),
 	}
-	if t, err := time.Parse(time.RFC3339Nano, ii.Created); err == nil {
-		img.Created = t.UTC()
-	}
-	return img
-}
-
-// imageErr classifies an engine error about a local image: not found
-// becomes ErrImageNotFound (which also matches ErrNotFound).
-func imageErr(err error) error {
-	err = engine.Classify(err)
-	if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrImageNotFound) {
-		return sbxerr.Wrap(ErrImageNotFound, err)
-	}
-	return err
 }
 
 // RemoveImage removes a local image by reference, id or unique id prefix.
@@ -291,8 +265,8 @@ func (m *Manager) RemoveImage(ctx context.Context, ref string, force bool) error
 	if err != nil {
 		return fmt.Errorf("remove image: %w", err)
 	}
-	if _, err := m.docker.ImageRemove(ctx, target, image.RemoveOptions{Force: force, PruneChildren: true}); err != nil {
-		return fmt.Errorf("remove image %q: %w", ref, imageErr(err))
+	if err := m.engine.ImageRemove(ctx, target, force); err != nil {
+		return fmt.Errorf("remove image %q: %w", ref, err)
 	}
 	return nil
 }
@@ -325,310 +299,41 @@ func (m *Manager) PullImage(ctx context.Context, ref string, opts PullOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("pull image: %w", err)
 	}
-	auth := ""
-	if opts.Auth != nil {
-		auth, err = registry.EncodeAuthConfig(registry.AuthConfig{
-			Username:      opts.Auth.Username,
-			Password:      opts.Auth.Password,
-			ServerAddress: opts.Auth.ServerAddress,
-			IdentityToken: opts.Auth.IdentityToken,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("pull image %q: encode credentials: %w", norm, errors.Join(ErrInvalid, err))
-		}
+	var auth *engine.RegistryAuth
+	if a := opts.Auth; a != nil {
+		auth = &engine.RegistryAuth{Username: a.Username, Password: a.Password, ServerAddress: a.ServerAddress, IdentityToken: a.IdentityToken}
 	}
 	return m.pulls.do(ctx, norm, auth, opts.Progress)
 }
 
-// ensureImage checks that ref is present locally, pulling it through the
-// shared pull path when pull is set. A malformed ref is ErrInvalid; a
-// missing image without pull is ErrImageNotFound saying to pull it first.
-func (m *Manager) ensureImage(ctx context.Context, ref string, pull bool) error {
+// ensureImage returns the local image ref, pulling it through the shared
+// pull path when pull is set. A malformed ref is ErrInvalid; a missing image
+// without pull is ErrImageNotFound saying to pull it first.
+func (m *Manager) ensureImage(ctx context.Context, ref string, pull bool) (engine.Image, error) {
 	target, err := imageTarget(ref)
 	if err != nil {
-		return err
+		return engine.Image{}, err
 	}
-	_, err = m.docker.ImageInspect(ctx, target)
+	img, err := m.engine.ImageInspect(ctx, target)
 	if err == nil {
-		return nil
+		return img, nil
 	}
-	err = imageErr(err)
 	if !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("image %q: %w", ref, err)
+		return engine.Image{}, fmt.Errorf("image %q: %w", ref, err)
 	}
 	if !pull {
-		return fmt.Errorf("image %q not found locally: pull it first (POST /v1/images/pull, Manager.PullImage) or ask Create to (PullMissing): %w", ref, err)
+		return engine.Image{}, fmt.Errorf("image %q not found locally: pull it first (POST /v1/images/pull, Manager.PullImage) or ask Create to (PullMissing): %w", ref, err)
 	}
 	norm, perr := ParseReference(ref)
 	if perr != nil {
-		return fmt.Errorf("image %q is not present locally and an image id cannot be pulled: %w", ref, err)
+		return engine.Image{}, fmt.Errorf("image %q is not present locally and an image id cannot be pulled: %w", ref, err)
 	}
-	if _, err := m.pulls.do(ctx, norm, "", nil); err != nil {
-		return err
+	if _, err := m.pulls.do(ctx, norm, nil, nil); err != nil {
+		return engine.Image{}, err
 	}
-	return nil
-}
-
-// pullGroup shares concurrent pulls of one normalised reference (with the
-// same credentials): the first caller starts a flight, a goroutine owned by
-// the Manager that makes the one engine request, and later callers join it.
-// A flight is cancelled when its last waiter leaves, and forgotten when it
-// ends, so a pull after a finished one asks the engine again.
-type pullGroup struct {
-	m       *Manager
-	mu      sync.Mutex // guards flights and every flight's waiters
-	flights map[string]*pullFlight
-}
-
-func newPullGroup(m *Manager) *pullGroup {
-	return &pullGroup{m: m, flights: map[string]*pullFlight{}}
-}
-
-// pullFlight is one engine pull and the callers waiting for it.
-type pullFlight struct {
-	key    string
-	ref    string // normalised reference
-	auth   string // encoded X-Registry-Auth; secret, never logged
-	cancel context.CancelFunc
-	done   chan struct{} // closed when img and err are final
-
-	img *Image
-	err error
-
-	waiters int // guarded by pullGroup.mu
-
-	mu   sync.Mutex // guards subs
-	subs []*pullSub
-}
-
-// pullSub is one caller's progress callback. Its mutex is held while the
-// callback runs, so once leave returns the callback is never called again.
-type pullSub struct {
-	mu   sync.Mutex
-	fn   func(PullProgress)
-	gone bool
-}
-
-func (s *pullSub) send(p PullProgress) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.gone {
-		s.fn(p)
-	}
-}
-
-func (s *pullSub) leave() {
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	s.gone = true
-	s.mu.Unlock()
-}
-
-// do joins (or starts) the flight for ref and auth and waits for it or ctx.
-func (g *pullGroup) do(ctx context.Context, ref, auth string, progress func(PullProgress)) (*Image, error) {
-	key := ref
-	if auth != "" {
-		sum := sha256.Sum256([]byte(auth))
-		key += "\x00" + hex.EncodeToString(sum[:])
-	}
-	g.mu.Lock()
-	f := g.flights[key]
-	if f == nil {
-		f = &pullFlight{key: key, ref: ref, auth: auth, done: make(chan struct{})}
-		var fctx context.Context
-		fctx, f.cancel = context.WithCancel(g.m.ctx)
-		g.flights[key] = f
-		if !g.m.goBackground(func(context.Context) { g.run(fctx, f) }) {
-			delete(g.flights, key)
-			g.mu.Unlock()
-			f.cancel()
-			return nil, ErrClosed
-		}
-	}
-	f.waiters++
-	g.mu.Unlock()
-
-	var sub *pullSub
-	if progress != nil {
-		sub = &pullSub{fn: progress}
-		f.mu.Lock()
-		f.subs = append(f.subs, sub)
-		f.mu.Unlock()
-	}
-	defer g.leave(f, sub)
-
-	select {
-	case <-f.done:
-		if f.err != nil {
-			return nil, f.err
-		}
-		img := *f.img
-		img.Tags = append([]string(nil), f.img.Tags...)
-		img.Digests = append([]string(nil), f.img.Digests...)
-		return &img, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("pull image %q: %w", ref, context.Cause(ctx))
-	}
-}
-
-// leave unsubscribes a waiter; the last one to leave an unfinished flight
-// cancels it.
-func (g *pullGroup) leave(f *pullFlight, sub *pullSub) {
-	sub.leave()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f.waiters--
-	if f.waiters > 0 {
-		return
-	}
-	select {
-	case <-f.done:
-	default:
-		f.cancel()
-		if g.flights[f.key] == f {
-			delete(g.flights, f.key)
-		}
-	}
-}
-
-// run makes the flight's engine request and publishes the result.
-func (g *pullGroup) run(ctx context.Context, f *pullFlight) {
-	img, err := g.m.pull(ctx, f)
-	g.mu.Lock()
-	if g.flights[f.key] == f {
-		delete(g.flights, f.key)
-	}
-	f.img, f.err = img, err
-	close(f.done)
-	g.mu.Unlock()
-	f.cancel()
-}
-
-// broadcast sends p to every subscriber still waiting.
-func (f *pullFlight) broadcast(p PullProgress) {
-	f.mu.Lock()
-	subs := append([]*pullSub(nil), f.subs...)
-	f.mu.Unlock()
-	for _, s := range subs {
-		s.send(p)
-	}
-}
-
-// errPullStalled is the cancel cause of a pull that reported nothing for
-// the inactivity timeout.
-var errPullStalled = errors.New("pull stalled")
-
-// pull makes the engine request of f, reads its progress stream to the end
-// and inspects the pulled image.
-func (m *Manager) pull(ctx context.Context, f *pullFlight) (*Image, error) {
-	idle := m.cfg.pullInactivity
-	pctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	timer := time.AfterFunc(idle, func() { cancel(errPullStalled) })
-	defer timer.Stop()
-	fail := func(err error) (*Image, error) {
-		if errors.Is(context.Cause(pctx), errPullStalled) {
-			err = fmt.Errorf("%w: %w", sbxerr.New(ErrUnavailable, "no progress for %v", idle), context.DeadlineExceeded)
-		} else {
-			err = pullErr(err)
-		}
-		return nil, fmt.Errorf("pull image %q: %w", f.ref, err)
-	}
-
-	rc, err := m.docker.ImagePull(pctx, f.ref, image.PullOptions{RegistryAuth: f.auth})
+	img, err = m.engine.ImageInspect(ctx, norm)
 	if err != nil {
-		return fail(err)
+		return engine.Image{}, fmt.Errorf("image %q: %w", ref, err)
 	}
-	defer rc.Close()
-	dec := json.NewDecoder(rc)
-	for {
-		var msg jsonmessage.JSONMessage
-		if err := dec.Decode(&msg); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			return fail(fmt.Errorf("read progress: %w", err))
-		}
-		timer.Reset(idle)
-		if msg.Error != nil || msg.ErrorMessage != "" {
-			return nil, fmt.Errorf("pull image %q: %w", f.ref, streamError(msg))
-		}
-		p := PullProgress{Layer: msg.ID, Status: msg.Status}
-		if msg.Progress != nil {
-			p.Current, p.Total = msg.Progress.Current, msg.Progress.Total
-		}
-		f.broadcast(p)
-	}
-	timer.Stop()
-	ii, err := m.docker.ImageInspect(ctx, f.ref)
-	if err != nil {
-		return nil, fmt.Errorf("pull image %q: inspect after pull: %w", f.ref, imageErr(err))
-	}
-	img := imageFromInspect(ii)
-	return &img, nil
-}
-
-// pullErr classifies an error of the engine's pull call. The engine marks
-// some registry errors by kind (an unknown manifest is a 404) but reports
-// others, such as a registry's refusal of missing credentials, as plain
-// server errors; those are classified by their text like stream errors.
-func pullErr(err error) error {
-	err = imageErr(err)
-	for _, kind := range []error{ErrNotFound, ErrUnauthorized, ErrUnavailable, ErrInvalid, ErrConflict} {
-		if errors.Is(err, kind) {
-			return err
-		}
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	if kind := registryKind(err.Error(), 0); kind != nil {
-		return sbxerr.Wrap(kind, err)
-	}
-	return sbxerr.Wrap(ErrRegistry, err)
-}
-
-// streamError turns an error message of the engine's pull stream into a
-// typed error keeping the registry's message.
-func streamError(msg jsonmessage.JSONMessage) error {
-	text, code := msg.ErrorMessage, 0
-	if msg.Error != nil {
-		code = msg.Error.Code
-		if msg.Error.Message != "" {
-			text = msg.Error.Message
-		}
-	}
-	if kind := registryKind(text, code); kind != nil {
-		return sbxerr.New(kind, "%s", text)
-	}
-	return sbxerr.New(ErrRegistry, "%s", text)
-}
-
-// registryKind tells ErrUnauthorized or ErrImageNotFound from a registry
-// error's text (and HTTP-like code, when the engine gives one), or nil.
-// The engine passes these errors on as text only, so this is the one place
-// where errors are classified by their message.
-func registryKind(text string, code int) error {
-	lower := strings.ToLower(text)
-	has := func(subs ...string) bool {
-		for _, s := range subs {
-			if strings.Contains(lower, s) {
-				return true
-			}
-		}
-		return false
-	}
-	switch {
-	case code == 404 || has("manifest unknown", "name unknown", "does not exist"):
-		// Before the unauthorized check: Docker Hub answers "pull access
-		// denied ..., repository does not exist" for an unknown repository.
-		return ErrImageNotFound
-	case code == 401 || code == 403 || has("unauthorized", "denied", "authentication required", "no basic auth credentials"):
-		return ErrUnauthorized
-	case has("not found"):
-		return ErrImageNotFound
-	}
-	return nil
+	return img, nil
 }

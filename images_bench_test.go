@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/pkg/jsonmessage"
 
@@ -57,7 +58,7 @@ func BenchmarkImage(b *testing.B) {
 			if _, err := cli.ImageInspect(ctx, testenv.BusyboxImage); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: m.ownedFilter()}); err != nil {
+			if _, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelManaged+"=true"), filters.Arg("label", labelNamespace+"="+m.Namespace()))}); err != nil {
 				b.Fatal(err)
 			}
 		}

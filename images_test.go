@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
@@ -73,33 +74,6 @@ func TestParseReference(t *testing.T) {
 		if _, err := imageTarget(id); err != nil {
 			t.Errorf("imageTarget(%q): %v", id, err)
 		}
-	}
-}
-
-func TestRegistryKind(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		text string
-		code int
-		want error
-	}{
-		{"manifest for x:1 not found: manifest unknown: manifest unknown", 0, ErrImageNotFound},
-		{"pull access denied for x, repository does not exist or may require 'docker login'", 0, ErrImageNotFound},
-		{"repository x not found: name unknown", 0, ErrImageNotFound},
-		{"unauthorized: authentication required", 0, ErrUnauthorized},
-		{"Head \"http://r/v2/x/manifests/1\": no basic auth credentials", 0, ErrUnauthorized},
-		{"something", 401, ErrUnauthorized},
-		{"something", 404, ErrImageNotFound},
-		{"download failed after attempts=1: unknown blob", 0, nil},
-		{"dial tcp 127.0.0.1:1: connect: connection refused", 0, nil},
-	} {
-		if got := registryKind(tc.text, tc.code); got != tc.want {
-			t.Errorf("registryKind(%q, %d) = %v, want %v", tc.text, tc.code, got, tc.want)
-		}
-	}
-	err := streamError(jsonmessage.JSONMessage{Error: &jsonmessage.JSONError{Message: "denied: no (registry)"}})
-	if !errors.Is(err, ErrUnauthorized) || err.Error() != "denied: no (registry)" {
-		t.Errorf("streamError: %v", err)
 	}
 }
 

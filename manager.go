@@ -9,39 +9,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-
 	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/sbxerr"
 	"github.com/opensbx/opensbx/internal/state"
-)
-
-// Labels every Opensbx container carries. The namespace label scopes
-// ownership: a Manager sees only containers with its own namespace.
-const (
-	labelPrefix    = "org.opensbx."
-	labelManaged   = labelPrefix + "managed"
-	labelNamespace = labelPrefix + "namespace"
-	labelName      = labelPrefix + "name"
-	labelSpec      = labelPrefix + "spec"
-	labelTTL       = labelPrefix + "ttl"
-	labelExpiresAt = labelPrefix + "expires-at"
-	labelMemory    = labelPrefix + "memory-mb"
-	labelCPUs      = labelPrefix + "cpus"
-	labelPorts     = labelPrefix + "ports"
-	labelKeepAlive = labelPrefix + "keep-alive"
-	labelPrivate   = labelPrefix + "private"
 )
 
 // Manager owns the sandboxes of one namespace on one Docker engine: their
 // lifecycle, expiry, commands, files and the images they run. It is safe for
 // concurrent use. Every goroutine it starts is stopped by Close.
 type Manager struct {
-	cfg        config
-	docker     engine.API
-	ownsClient bool
-	store      state.Store
-	log        *slog.Logger
+	cfg    config
+	engine engine.Engine
+	store  state.Store
+	log    *slog.Logger
 
 	ctx    context.Context // cancelled by Close; parent of all background work
 	cancel context.CancelFunc
@@ -49,10 +29,12 @@ type Manager struct {
 	closed bool
 	wg     sync.WaitGroup // background goroutines and in-flight calls
 
+	index  *sandboxIndex
 	expiry *expiry
 	subs   subscribers
 	cmds   *commandRegistry
 	pulls  *pullGroup
+	stats  statsCache
 }
 
 // New connects to the Docker engine, checks that it answers, opens the state
@@ -73,29 +55,36 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.client != nil {
-		m.docker = cfg.client
-	} else {
-		c, err := engine.NewFromEnv(cfg.host)
+	switch {
+	case cfg.engine != nil:
+		m.engine = cfg.engine
+	case cfg.client != nil:
+		m.engine = engine.NewDocker(cfg.client, false)
+	default:
+		c, err := engine.NewDockerClient(cfg.host)
 		if err != nil {
-			return nil, fmt.Errorf("opensbx: docker client: %w", errors.Join(ErrUnavailable, err))
+			return nil, fmt.Errorf("opensbx: docker client: %w", err)
 		}
-		m.docker, m.ownsClient = c, true
+		m.engine = engine.NewDocker(c, true)
 	}
 	fail := func(err error) (*Manager, error) {
+		if m.cancel != nil {
+			m.cancel()
+		}
 		if m.store != nil {
 			m.store.Close()
 		}
-		if m.ownsClient {
-			m.docker.Close()
-		}
+		m.engine.Close()
 		return nil, fmt.Errorf("opensbx: %w", err)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	_, err := m.docker.Ping(pingCtx)
+	err := m.engine.Ping(pingCtx)
 	cancel()
 	if err != nil {
-		return fail(fmt.Errorf("cannot reach the Docker engine (is dockerd running? scripts/docker-up.sh starts one): %w", unavailable(err)))
+		if !errors.Is(err, ErrUnavailable) {
+			err = sbxerr.Wrap(ErrUnavailable, err)
+		}
+		return fail(fmt.Errorf("cannot reach the Docker engine (is dockerd running? scripts/docker-up.sh starts one): %w", err))
 	}
 	if cfg.stateDir != "" {
 		st, err := state.OpenBolt(cfg.stateDir)
@@ -107,26 +96,22 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 		m.store = state.NewMemory()
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.index = newSandboxIndex(m)
+	owned, err := m.index.refresh(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("list sandboxes: %w", err))
+	}
 	m.expiry = newExpiry(m)
-	if err := m.expiry.recover(ctx); err != nil {
-		m.cancel()
+	if err := m.expiry.recover(owned); err != nil {
 		return fail(fmt.Errorf("recover expiry state: %w", err))
 	}
-	if m.cmds, err = newCommandRegistry(m); err != nil {
-		m.cancel()
+	if m.cmds, err = newCommandRegistry(m, owned); err != nil {
 		return fail(fmt.Errorf("recover commands: %w", err))
 	}
 	m.pulls = newPullGroup(m)
 	m.goBackground(m.expiry.run)
+	m.goBackground(m.watchEngine)
 	return m, nil
-}
-
-// unavailable marks an error from Ping as ErrUnavailable while keeping it.
-func unavailable(err error) error {
-	if errors.Is(err, ErrUnavailable) {
-		return err
-	}
-	return errors.Join(ErrUnavailable, err)
 }
 
 // Close stops the Manager's background work (expiry, command output pumps,
@@ -145,16 +130,11 @@ func (m *Manager) Close() error {
 	m.cancel()
 	m.wg.Wait()
 	var errs []error
-	if err := m.cmds.close(); err != nil {
-		errs = append(errs, err)
-	}
 	if err := m.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close state: %w", err))
 	}
-	if m.ownsClient {
-		if err := m.docker.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close docker client: %w", err))
-		}
+	if err := m.engine.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close docker client: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -202,58 +182,8 @@ func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 }
 
-// ownedFilter selects the containers of this Manager's namespace.
-func (m *Manager) ownedFilter() filters.Args {
-	return filters.NewArgs(
-		filters.Arg("label", labelManaged+"=true"),
-		filters.Arg("label", labelNamespace+"="+m.cfg.namespace),
-	)
-}
-
-func (m *Manager) owns(labels map[string]string) bool {
-	return labels[labelManaged] == "true" && labels[labelNamespace] == m.cfg.namespace
-}
-
-// containerName is the engine-wide container name of sandbox name.
-func (m *Manager) containerName(name string) string {
-	return "opensbx-" + m.cfg.namespace + "-" + name
-}
-
-// inspect returns the container of sandbox id (a container id, unique id
-// prefix, or the sandbox's name). Containers this Manager does not own are
-// reported as ErrNotFound, exactly like missing ones.
-func (m *Manager) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
-	if id == "" {
-		return container.InspectResponse{}, invalidf("sandbox id is empty")
-	}
-	c, err := m.docker.ContainerInspect(ctx, id)
-	if err == nil && !m.owns(c.Config.Labels) {
-		err = ErrNotFound
-	}
-	if errors.Is(engine.Classify(err), ErrNotFound) && validName(id) {
-		c, err = m.docker.ContainerInspect(ctx, m.containerName(id))
-		if err == nil && !m.owns(c.Config.Labels) {
-			err = ErrNotFound
-		}
-	}
-	if err != nil {
-		err = engine.Classify(err)
-		if errors.Is(err, ErrNotFound) {
-			return container.InspectResponse{}, fmt.Errorf("sandbox %q: %w", id, ErrNotFound)
-		}
-		return container.InspectResponse{}, fmt.Errorf("inspect sandbox %q: %w", id, err)
-	}
-	return c, nil
-}
-
-// listOwned lists every container of this Manager's namespace.
-func (m *Manager) listOwned(ctx context.Context) ([]container.Summary, error) {
-	cs, err := m.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: m.ownedFilter()})
-	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", engine.Classify(err))
-	}
-	return cs, nil
-}
+// now is the Manager's clock.
+func (m *Manager) now() time.Time { return m.cfg.clock.Now() }
 
 // Ping checks that the Docker engine answers. It returns ErrUnavailable
 // when it does not, and ErrClosed after Close.
@@ -263,8 +193,8 @@ func (m *Manager) Ping(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	if _, err := m.docker.Ping(ctx); err != nil {
-		return fmt.Errorf("ping docker engine: %w", unavailable(engine.Classify(err)))
+	if err := m.engine.Ping(ctx); err != nil {
+		return fmt.Errorf("ping docker engine: %w", err)
 	}
 	return nil
 }

@@ -1,14 +1,15 @@
 package opensbx
 
 import (
-	"fmt"
 	"log/slog"
 	"net"
 	"regexp"
 	"strings"
 	"time"
 
-	"github.com/docker/docker/client"
+	"github.com/opensbx/opensbx/internal/clock"
+	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/sbxerr"
 )
 
 // Option configures a Manager in New. An option given a bad value makes New
@@ -46,7 +47,9 @@ const (
 )
 
 type config struct {
-	client         client.APIClient
+	client         DockerClient
+	engine         engine.Engine // set by tests (withEngine); wins over client
+	clock          clock.Clock
 	host           string
 	namespace      string
 	defaults       Resources
@@ -76,15 +79,25 @@ func defaultConfig() config {
 		fileSizeLimit:  DefaultFileSizeLimit,
 		pullInactivity: DefaultPullInactivity,
 		stopTimeout:    10 * time.Second,
+		clock:          clock.Real{},
 	}
 }
 
-// WithDockerClient makes the Manager use c instead of a client built from
-// the environment. The caller keeps ownership: Close does not close c.
-func WithDockerClient(c client.APIClient) Option {
+// DockerClient is the Docker SDK's client interface, client.APIClient of
+// github.com/docker/docker/client, which a *client.Client satisfies. It is
+// an alias so that this package does not import the SDK itself: every call
+// to the engine goes through one internal boundary.
+type DockerClient = engine.DockerClient
+
+// WithDockerClient makes the Manager use c (a *client.Client of the Docker
+// SDK, or a wrapper of one) instead of a client built from the environment.
+// It takes the SDK's own type so that a program that already has a client
+// (with its TLS settings, or a test's call counter) can share it. The
+// caller keeps ownership: Close does not close c.
+func WithDockerClient(c DockerClient) Option {
 	return func(cfg *config) error {
 		if c == nil {
-			return invalidf("docker client is nil")
+			return sbxerr.Invalid("docker client is nil")
 		}
 		cfg.client = c
 		return nil
@@ -96,7 +109,7 @@ func WithDockerClient(c client.APIClient) Option {
 func WithDockerHost(host string) Option {
 	return func(cfg *config) error {
 		if strings.TrimSpace(host) == "" {
-			return invalidf("docker host is empty")
+			return sbxerr.Invalid("docker host is empty")
 		}
 		cfg.host = host
 		return nil
@@ -112,7 +125,7 @@ var namespaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,39}$`)
 func WithNamespace(ns string) Option {
 	return func(cfg *config) error {
 		if !namespaceRE.MatchString(ns) {
-			return invalidf("namespace %q: want 1-40 of [a-z0-9_.-], starting with a letter or digit", ns)
+			return sbxerr.Invalid("namespace %q: want 1-40 of [a-z0-9_.-], starting with a letter or digit", ns)
 		}
 		cfg.namespace = ns
 		return nil
@@ -124,7 +137,7 @@ func WithNamespace(ns string) Option {
 func WithDefaultResources(r Resources) Option {
 	return func(cfg *config) error {
 		if r.MemoryMB < 0 || r.CPUs < 0 {
-			return invalidf("default resources must not be negative")
+			return sbxerr.Invalid("default resources must not be negative")
 		}
 		if r.MemoryMB > 0 {
 			cfg.defaults.MemoryMB = r.MemoryMB
@@ -141,7 +154,7 @@ func WithDefaultResources(r Resources) Option {
 func WithMaxResources(r Resources) Option {
 	return func(cfg *config) error {
 		if r.MemoryMB < 0 || r.CPUs < 0 {
-			return invalidf("maximum resources must not be negative")
+			return sbxerr.Invalid("maximum resources must not be negative")
 		}
 		if r.MemoryMB > 0 {
 			cfg.max.MemoryMB = r.MemoryMB
@@ -158,7 +171,7 @@ func WithMaxResources(r Resources) Option {
 func WithDefaultTTL(d time.Duration) Option {
 	return func(cfg *config) error {
 		if d <= 0 {
-			return invalidf("default TTL must be positive, got %v", d)
+			return sbxerr.Invalid("default TTL must be positive, got %v", d)
 		}
 		cfg.ttl = d
 		return nil
@@ -171,7 +184,7 @@ func WithDefaultTTL(d time.Duration) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(cfg *config) error {
 		if l == nil {
-			return invalidf("logger is nil")
+			return sbxerr.Invalid("logger is nil")
 		}
 		cfg.logger = l
 		return nil
@@ -186,7 +199,7 @@ func WithLogger(l *slog.Logger) Option {
 func WithStateDir(dir string) Option {
 	return func(cfg *config) error {
 		if strings.TrimSpace(dir) == "" {
-			return invalidf("state dir is empty")
+			return sbxerr.Invalid("state dir is empty")
 		}
 		cfg.stateDir = dir
 		return nil
@@ -198,7 +211,7 @@ func WithStateDir(dir string) Option {
 func WithHostIP(ip string) Option {
 	return func(cfg *config) error {
 		if net.ParseIP(ip) == nil {
-			return invalidf("host IP %q is not an IP address", ip)
+			return sbxerr.Invalid("host IP %q is not an IP address", ip)
 		}
 		cfg.hostIP = ip
 		return nil
@@ -220,7 +233,7 @@ func WithLabels(labels map[string]string) Option {
 	return func(cfg *config) error {
 		for k := range labels {
 			if k == "" || strings.HasPrefix(k, labelPrefix) {
-				return invalidf("label %q: empty or reserved (%s*)", k, labelPrefix)
+				return sbxerr.Invalid("label %q: empty or reserved (%s*)", k, labelPrefix)
 			}
 		}
 		if cfg.labels == nil {
@@ -238,7 +251,7 @@ func WithLabels(labels map[string]string) Option {
 func WithOutputLimit(bytes int) Option {
 	return func(cfg *config) error {
 		if bytes <= 0 {
-			return invalidf("output limit must be positive, got %d", bytes)
+			return sbxerr.Invalid("output limit must be positive, got %d", bytes)
 		}
 		cfg.outputLimit = bytes
 		return nil
@@ -250,7 +263,7 @@ func WithOutputLimit(bytes int) Option {
 func WithCommandHistory(n int) Option {
 	return func(cfg *config) error {
 		if n <= 0 {
-			return invalidf("command history must be positive, got %d", n)
+			return sbxerr.Invalid("command history must be positive, got %d", n)
 		}
 		cfg.commandHistory = n
 		return nil
@@ -262,7 +275,7 @@ func WithCommandHistory(n int) Option {
 func WithFileSizeLimit(bytes int64) Option {
 	return func(cfg *config) error {
 		if bytes <= 0 {
-			return invalidf("file size limit must be positive, got %d", bytes)
+			return sbxerr.Invalid("file size limit must be positive, got %d", bytes)
 		}
 		cfg.fileSizeLimit = bytes
 		return nil
@@ -274,7 +287,7 @@ func WithFileSizeLimit(bytes int64) Option {
 func WithPullInactivityTimeout(d time.Duration) Option {
 	return func(cfg *config) error {
 		if d <= 0 {
-			return invalidf("pull inactivity timeout must be positive, got %v", d)
+			return sbxerr.Invalid("pull inactivity timeout must be positive, got %v", d)
 		}
 		cfg.pullInactivity = d
 		return nil
@@ -288,7 +301,7 @@ func WithPullInactivityTimeout(d time.Duration) Option {
 func WithStopTimeout(d time.Duration) Option {
 	return func(cfg *config) error {
 		if d < 0 {
-			return invalidf("stop timeout must not be negative, got %v", d)
+			return sbxerr.Invalid("stop timeout must not be negative, got %v", d)
 		}
 		cfg.stopTimeout = d
 		return nil
@@ -297,14 +310,26 @@ func WithStopTimeout(d time.Duration) Option {
 
 func (c *config) validate() error {
 	if c.defaults.MemoryMB > c.max.MemoryMB {
-		return invalidf("default memory %d MB is over the maximum %d MB", c.defaults.MemoryMB, c.max.MemoryMB)
+		return sbxerr.Invalid("default memory %d MB is over the maximum %d MB", c.defaults.MemoryMB, c.max.MemoryMB)
 	}
 	if c.defaults.CPUs > c.max.CPUs {
-		return invalidf("default CPUs %s are over the maximum %s", formatCPUs(c.defaults.CPUs), formatCPUs(c.max.CPUs))
+		return sbxerr.Invalid("default CPUs %s are over the maximum %s", formatCPUs(c.defaults.CPUs), formatCPUs(c.max.CPUs))
 	}
 	return nil
 }
 
-func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+// withEngine makes the Manager use e (an in-memory fake in unit tests).
+func withEngine(e engine.Engine) Option {
+	return func(cfg *config) error {
+		cfg.engine = e
+		return nil
+	}
+}
+
+// withClock makes the Manager keep time by c (a fake clock in unit tests).
+func withClock(c clock.Clock) Option {
+	return func(cfg *config) error {
+		cfg.clock = c
+		return nil
+	}
 }

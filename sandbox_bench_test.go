@@ -19,8 +19,8 @@ func rawCreateDelete(ctx context.Context, cli *client.Client) error {
 	init := true
 	resp, err := cli.ContainerCreate(ctx, &container.Config{
 		Image:        testenv.BusyboxImage,
-		Entrypoint:   keepAlive[:1],
-		Cmd:          keepAlive[1:],
+		Entrypoint:   keepAlive()[:1],
+		Cmd:          keepAlive()[1:],
 		Labels:       map[string]string{testRunLabel: testRun},
 		ExposedPorts: nat.PortSet{"8080/tcp": {}},
 	}, &container.HostConfig{

@@ -277,6 +277,8 @@ func TestForeignContainerIsInvisible(t *testing.T) {
 		})
 		_, err = m.Get(ctx, resp.ID)
 		is.True(errors.Is(err, ErrNotFound)) // get foreign
+		_, err = m.Get(ctx, resp.ID[:12])
+		is.True(errors.Is(err, ErrNotFound)) // a foreign prefix is not resolved daemon-wide
 		is.True(errors.Is(m.Delete(ctx, resp.ID), ErrNotFound))
 		_, err = m.Start(ctx, resp.ID)
 		is.True(errors.Is(err, ErrNotFound)) // start foreign
@@ -433,11 +435,13 @@ func TestExpirySurvivesRestart(t *testing.T) {
 	}
 	testenv.Images(t, cli)
 	m := open()
-	short, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, TTL: 2 * time.Second})
-	is.NoErr(err)
 	long, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, TTL: 2 * time.Second})
 	is.NoErr(err)
 	renewed, err := m.Renew(ctx, long.ID, time.Hour)
+	is.NoErr(err)
+	// Created last and closed at once, so that its deadline passes only
+	// once the Manager is gone, even on a loaded machine.
+	short, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, TTL: 2 * time.Second})
 	is.NoErr(err)
 	is.NoErr(m.Close())
 

@@ -2,15 +2,14 @@ package opensbx
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-
 	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/sbxerr"
 )
 
 // Stats is one resource sample of a sandbox.
@@ -30,97 +29,153 @@ type Stats struct {
 	PIDs uint64
 }
 
+// statsWindow is the shortest CPU measuring interval of Stats: a previous
+// sample at least this old (and younger than statsFresh) is the baseline,
+// otherwise Stats takes a second sample statsWindow after the first.
+const (
+	statsWindow = 100 * time.Millisecond
+	statsFresh  = 30 * time.Second
+)
+
+// statsCache keeps each sandbox's last one-shot sample, the baseline of the
+// next Stats call's CPU figure.
+type statsCache struct {
+	mu   sync.Mutex
+	last map[string]engine.StatsSample
+}
+
+func (c *statsCache) get(id string) (engine.StatsSample, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.last[id]
+	return s, ok
+}
+
+func (c *statsCache) put(id string, s engine.StatsSample) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[string]engine.StatsSample{}
+	}
+	c.last[id] = s
+}
+
+func (c *statsCache) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.last, id)
+}
+
 // Stats returns one resource sample of a running or paused sandbox; a
-// stopped one fails with ErrConflict. It takes about a second, since CPU
-// use is measured between two samples.
+// stopped one fails with ErrConflict. CPU use is measured against the
+// sandbox's previous sample when one from the last 30 seconds exists (a
+// single engine call), else between two samples 100 ms apart.
 func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
-	var out Stats
-	err := m.statsStream(ctx, id, false, func(s Stats) error {
+	ctx, done, err := m.begin(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer done()
+	c, err := m.runningForStats(ctx, id)
+	if err != nil {
+		return Stats{}, err
+	}
+	first, err := m.oneShot(ctx, c.ID)
+	if err != nil {
+		return Stats{}, err
+	}
+	base, ok := m.stats.get(c.ID)
+	if !ok || first.Read.Sub(base.Read) < statsWindow || first.Read.Sub(base.Read) > statsFresh {
+		base = first
+		select {
+		case <-ctx.Done():
+			return Stats{}, ctx.Err()
+		case <-time.After(statsWindow):
+		}
+		if first, err = m.oneShot(ctx, c.ID); err != nil {
+			return Stats{}, err
+		}
+	}
+	m.stats.put(c.ID, first)
+	first.PreCPUTotal, first.PreSystemTotal = base.CPUTotal, base.SystemTotal
+	return statsFrom(first), nil
+}
+
+// runningForStats resolves a sandbox that has processes to measure.
+func (m *Manager) runningForStats(ctx context.Context, id string) (engine.Container, error) {
+	c, err := m.inspect(ctx, id)
+	if err != nil {
+		return c, fmt.Errorf("stats: %w", err)
+	}
+	if st := stateOf(c.State); st != StateRunning && st != StatePaused {
+		return c, fmt.Errorf("stats: %w", sbxerr.Conflict("sandbox %s is %s", shortID(c.ID), st))
+	}
+	return c, nil
+}
+
+// oneShot takes one sample without the engine's wait.
+func (m *Manager) oneShot(ctx context.Context, id string) (engine.StatsSample, error) {
+	var out engine.StatsSample
+	err := m.engine.Stats(ctx, id, false, func(s engine.StatsSample) error {
 		out = s
 		return nil
 	})
-	return out, err
+	switch {
+	case errors.Is(err, io.EOF), err == nil && out.Read.IsZero():
+		return out, fmt.Errorf("stats: %w", sbxerr.Conflict("sandbox %s is not running", shortID(id)))
+	case err != nil:
+		return out, fmt.Errorf("stats: %w", err)
+	}
+	return out, nil
 }
 
 // StatsStream calls fn with one sample a second until ctx ends (it then
 // returns nil), fn returns an error (returned), or the sandbox stops
 // (ErrConflict).
 func (m *Manager) StatsStream(ctx context.Context, id string, fn func(Stats) error) error {
-	return m.statsStream(ctx, id, true, fn)
-}
-
-func (m *Manager) statsStream(ctx context.Context, id string, stream bool, fn func(Stats) error) error {
 	outer := ctx
 	ctx, done, err := m.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	c, err := m.inspect(ctx, id)
+	c, err := m.runningForStats(ctx, id)
 	if err != nil {
-		return fmt.Errorf("stats: %w", err)
+		return err
 	}
-	if st := m.stateOfInspect(c); st != StateRunning && st != StatePaused {
-		return fmt.Errorf("stats: sandbox %s is %s: %w", shortID(c.ID), st, ErrConflict)
-	}
-	resp, err := m.docker.ContainerStats(ctx, c.ID, stream)
-	if err != nil {
-		return fmt.Errorf("stats: %w", engine.Classify(err))
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var raw container.StatsResponse
-		if err := dec.Decode(&raw); err != nil {
-			if outer.Err() != nil {
-				return nil
-			}
-			if m.ctx.Err() != nil {
-				return ErrClosed
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				if stream {
-					return fmt.Errorf("stats: sandbox %s stopped: %w", shortID(c.ID), ErrConflict)
-				}
-				return fmt.Errorf("stats: no sample: %w", ErrConflict)
-			}
-			return fmt.Errorf("stats: decode: %w", err)
-		}
-		if raw.Read.IsZero() || raw.Read.Year() < 2000 {
+	var fnErr error
+	err = m.engine.Stats(ctx, c.ID, true, func(s engine.StatsSample) error {
+		if s.Read.IsZero() {
 			// The engine sends an empty sample once the container stopped.
-			if stream {
-				return fmt.Errorf("stats: sandbox %s stopped: %w", shortID(c.ID), ErrConflict)
-			}
-			return fmt.Errorf("stats: sandbox %s is not running: %w", shortID(c.ID), ErrConflict)
+			return io.EOF
 		}
-		if err := fn(statsFrom(&raw)); err != nil {
-			return err
-		}
-		if !stream {
-			return nil
-		}
+		fnErr = fn(statsFrom(s))
+		return fnErr
+	})
+	switch {
+	case fnErr != nil:
+		return fnErr
+	case outer.Err() != nil:
+		return nil
+	case m.ctx.Err() != nil:
+		return ErrClosed
+	case err == nil, errors.Is(err, io.EOF):
+		return fmt.Errorf("stats: %w", sbxerr.Conflict("sandbox %s stopped", shortID(c.ID)))
 	}
+	return fmt.Errorf("stats: %w", err)
 }
 
 // statsFrom computes a sample the way the docker CLI does.
-func statsFrom(s *container.StatsResponse) Stats {
-	out := Stats{Time: s.Read, PIDs: s.PidsStats.Current, MemoryLimit: s.MemoryStats.Limit}
-	cpuDelta := float64(s.CPUStats.CPUUsage.TotalUsage) - float64(s.PreCPUStats.CPUUsage.TotalUsage)
-	sysDelta := float64(s.CPUStats.SystemUsage) - float64(s.PreCPUStats.SystemUsage)
-	online := float64(s.CPUStats.OnlineCPUs)
-	if online == 0 {
-		online = float64(len(s.CPUStats.CPUUsage.PercpuUsage))
+func statsFrom(s engine.StatsSample) Stats {
+	out := Stats{Time: s.Read, PIDs: s.PIDs, MemoryLimit: s.MemoryLimit}
+	cpuDelta := float64(s.CPUTotal) - float64(s.PreCPUTotal)
+	sysDelta := float64(s.SystemTotal) - float64(s.PreSystemTotal)
+	if cpuDelta > 0 && sysDelta > 0 && s.PreSystemTotal > 0 {
+		out.CPUPercent = cpuDelta / sysDelta * float64(s.OnlineCPUs) * 100
 	}
-	if cpuDelta > 0 && sysDelta > 0 {
-		out.CPUPercent = cpuDelta / sysDelta * online * 100
-	}
-	usage := s.MemoryStats.Usage
-	cache := s.MemoryStats.Stats["total_inactive_file"] // cgroup v1
-	if v, ok := s.MemoryStats.Stats["inactive_file"]; ok && cache == 0 {
-		cache = v // cgroup v2
-	}
-	if cache < usage {
-		usage -= cache
+	usage := s.MemoryUsage
+	if s.MemoryCache < usage {
+		usage -= s.MemoryCache
 	}
 	out.MemoryUsage = usage
 	if out.MemoryLimit > 0 {

@@ -2,6 +2,7 @@ package sandboxtest_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -78,8 +79,8 @@ func TestWaitExec(t *testing.T) {
 	start := time.Now()
 	err = sandboxtest.ForExec(opensbx.ExecOptions{Command: "true"}).WithTimeout(time.Minute).WaitUntilReady(ctx, sb)
 	is.True(err != nil)
-	is.True(strings.Contains(err.Error(), "conflict")) // the engine's answer
-	is.True(time.Since(start) < 30*time.Second)        // gave up without waiting out the minute
+	is.True(errors.Is(err, opensbx.ErrConflict)) // the Manager's answer
+	is.True(time.Since(start) < 30*time.Second)  // gave up without waiting out the minute
 }
 
 func TestWaitCommandOutput(t *testing.T) {

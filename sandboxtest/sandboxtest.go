@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/client"
-
 	"github.com/opensbx/opensbx"
 )
 
@@ -224,26 +222,18 @@ func New(tb testing.TB, image string, opts ...Option) *Sandbox {
 
 	ctx, cancel := context.WithTimeout(tb.Context(), DefaultCreateTimeout)
 	defer cancel()
-	var cli *client.Client
-	if sb.m == nil {
-		var err error
-		cli, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-		if err != nil {
-			noEngine(tb, s.skipNoEngine, fmt.Errorf("docker client: %w", err))
-			return nil
-		}
+	ownManager := sb.m == nil
+	if ownManager {
 		ns := s.namespace
 		if ns == "" {
 			ns = "sandboxtest-" + sb.runID
 		}
 		m, err := opensbx.New(ctx,
-			opensbx.WithDockerClient(cli),
 			opensbx.WithNamespace(ns),
 			opensbx.WithDeleteOnExpiry(true),
 			opensbx.WithStopTimeout(time.Second),
 		)
 		if err != nil {
-			cli.Close()
 			if errors.Is(err, opensbx.ErrUnavailable) {
 				noEngine(tb, s.skipNoEngine, err)
 				return nil
@@ -252,10 +242,7 @@ func New(tb testing.TB, image string, opts ...Option) *Sandbox {
 			return nil
 		}
 		sb.m = m
-		tb.Cleanup(func() {
-			m.Close()
-			cli.Close()
-		})
+		tb.Cleanup(func() { m.Close() })
 	} else if err := sb.m.Ping(ctx); err != nil {
 		if errors.Is(err, opensbx.ErrUnavailable) {
 			noEngine(tb, s.skipNoEngine, err)
@@ -275,8 +262,8 @@ func New(tb testing.TB, image string, opts ...Option) *Sandbox {
 	swept := make(chan sweepResult, 1)
 	go func() {
 		var r sweepResult
-		if cli != nil {
-			r.ids, r.err = Sweep(ctx, cli)
+		if ownManager {
+			r.ids, r.err = Sweep(ctx, sb.m)
 		} else {
 			r.ids, r.err = SweepManager(ctx, sb.m)
 		}

@@ -56,6 +56,17 @@ func engine(t *testing.T) *client.Client {
 	return testenv.Engine(t)
 }
 
+// sweeper returns a Manager to sweep with (its namespace is its own).
+func sweeper(t *testing.T) *opensbx.Manager {
+	t.Helper()
+	m, err := opensbx.New(context.Background(), opensbx.WithNamespace("sandboxtest-sweeper-"+strings.ToLower(sandboxtest.NewRunID())))
+	if err != nil {
+		t.Fatalf("new manager: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // containersOfRuns lists the containers labelled with one of runs.
 func containersOfRuns(t *testing.T, cli *client.Client, runs ...string) []container.Summary {
 	t.Helper()
@@ -207,7 +218,7 @@ func TestKilledProcessIsSwept(t *testing.T) {
 	deadline := time.Unix(secs, 0)
 
 	is.True(exists(t, cli, id)) // the killed process left its sandbox behind
-	swept, err := sandboxtest.Sweep(context.Background(), cli)
+	swept, err := sandboxtest.Sweep(context.Background(), sweeper(t))
 	is.NoErr(err)
 	for _, s := range swept {
 		is.True(s != id) // Sweep keeps a sandbox before its deadline
@@ -237,13 +248,15 @@ func TestSweep(t *testing.T) {
 		t.Cleanup(func() { cli.ContainerRemove(ctx, r.ID, container.RemoveOptions{Force: true}) })
 		return r.ID
 	}
-	expired := mk(map[string]string{sandboxtest.LabelRun: run, sandboxtest.LabelDeadline: past})
-	live := mk(map[string]string{sandboxtest.LabelRun: run, sandboxtest.LabelDeadline: future})
-	undated := mk(map[string]string{sandboxtest.LabelRun: run})
-	garbled := mk(map[string]string{sandboxtest.LabelRun: run, sandboxtest.LabelDeadline: "soon"})
-	foreign := mk(map[string]string{sandboxtest.LabelDeadline: past})
+	const managed = "org.opensbx.managed"
+	expired := mk(map[string]string{managed: "true", sandboxtest.LabelRun: run, sandboxtest.LabelDeadline: past})
+	live := mk(map[string]string{managed: "true", sandboxtest.LabelRun: run, sandboxtest.LabelDeadline: future})
+	undated := mk(map[string]string{managed: "true", sandboxtest.LabelRun: run})
+	garbled := mk(map[string]string{managed: "true", sandboxtest.LabelRun: run, sandboxtest.LabelDeadline: "soon"})
+	foreign := mk(map[string]string{managed: "true", sandboxtest.LabelDeadline: past})
+	notOpensbx := mk(map[string]string{sandboxtest.LabelRun: run, sandboxtest.LabelDeadline: past}) // labelled, but not made by Opensbx
 
-	removed, err := sandboxtest.Sweep(ctx, cli)
+	removed, err := sandboxtest.Sweep(ctx, sweeper(t))
 	is.NoErr(err)
 	has := func(id string) bool {
 		for _, r := range removed {
@@ -255,7 +268,7 @@ func TestSweep(t *testing.T) {
 	}
 	is.True(has(expired))             // expired sandbox reported removed
 	is.True(!exists(t, cli, expired)) // and gone
-	for _, id := range []string{live, undated, garbled, foreign} {
+	for _, id := range []string{live, undated, garbled, foreign, notOpensbx} {
 		is.True(!has(id))           // not reported
 		is.True(exists(t, cli, id)) // and still there
 	}

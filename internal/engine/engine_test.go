@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/opensbx/opensbx/internal/sbxerr"
 )
@@ -49,5 +50,32 @@ func TestClassify(t *testing.T) {
 	}
 	if Classify(nil) != nil {
 		t.Fatal("Classify(nil) != nil")
+	}
+}
+
+func TestRegistryKind(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		text string
+		code int
+		want error
+	}{
+		{"manifest for x:1 not found: manifest unknown: manifest unknown", 0, sbxerr.ErrImageNotFound},
+		{"pull access denied for x, repository does not exist or may require 'docker login'", 0, sbxerr.ErrImageNotFound},
+		{"repository x not found: name unknown", 0, sbxerr.ErrImageNotFound},
+		{"unauthorized: authentication required", 0, sbxerr.ErrUnauthorized},
+		{"Head \"http://r/v2/x/manifests/1\": no basic auth credentials", 0, sbxerr.ErrUnauthorized},
+		{"something", 401, sbxerr.ErrUnauthorized},
+		{"something", 404, sbxerr.ErrImageNotFound},
+		{"download failed after attempts=1: unknown blob", 0, nil},
+		{"dial tcp 127.0.0.1:1: connect: connection refused", 0, nil},
+	} {
+		if got := registryKind(tc.text, tc.code); got != tc.want {
+			t.Errorf("registryKind(%q, %d) = %v, want %v", tc.text, tc.code, got, tc.want)
+		}
+	}
+	err := streamError(jsonmessage.JSONMessage{Error: &jsonmessage.JSONError{Message: "denied: no (registry)"}})
+	if !errors.Is(err, sbxerr.ErrUnauthorized) || err.Error() != "denied: no (registry)" {
+		t.Errorf("streamError: %v", err)
 	}
 }

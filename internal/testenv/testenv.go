@@ -277,7 +277,7 @@ func noshellInputs(ctx context.Context) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	b.Write(noshellSource)
-	fmt.Fprintf(&b, "\n%s %s %s %q\n", bytes.TrimSpace(out), runtime.GOARCH, noshellGoMod, noshellFlags)
+	fmt.Fprintf(&b, "\n%s %s %s %q\n", bytes.TrimSpace(out), runtime.GOARCH, noshellGoMod, noshellFlags())
 	return b.Bytes(), nil
 }
 
@@ -291,7 +291,8 @@ func noshellEnv() []string {
 
 const noshellGoMod = "module opensbx-noshell\n\ngo 1.22\n"
 
-var noshellFlags = []string{"-trimpath", "-buildvcs=false", "-ldflags=-s -w"}
+// noshellFlags are the build flags of the noshell program.
+func noshellFlags() []string { return []string{"-trimpath", "-buildvcs=false", "-ldflags=-s -w"} }
 
 // buildNoshell compiles the embedded noshell source as a standalone module
 // in a temporary directory, so it works from any working directory. The
@@ -313,7 +314,7 @@ func buildNoshell(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("build noshell: %w", err)
 	}
 	out := filepath.Join(dir, "app")
-	args := append(append([]string{"build"}, noshellFlags...), "-o", out, ".")
+	args := append(append([]string{"build"}, noshellFlags()...), "-o", out, ".")
 	cmd := exec.CommandContext(ctx, gobin, args...)
 	cmd.Dir = dir
 	cmd.Env = noshellEnv()

@@ -1,0 +1,242 @@
+package opensbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/poll"
+	"github.com/opensbx/opensbx/internal/sbxerr"
+)
+
+// Create makes and starts a sandbox. It fails with ErrInvalid for bad
+// options, ErrImageNotFound when the image is not present locally (and
+// PullMissing is off), ErrConflict when Name is taken by other settings, and
+// ErrInvalid naming the fix when the image cannot run the default
+// keep-alive command. On any failure after the container exists it removes
+// the container again; nothing half-made is left behind.
+func (m *Manager) Create(ctx context.Context, opts CreateOptions) (*CreateResult, error) {
+	ctx, done, err := m.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	o, err := m.normalize(opts)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	img, err := m.ensureImage(ctx, o.Image, o.PullMissing)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	spec := specHash(o)
+	if o.Name != "" {
+		if _, ok := m.index.byNameID(o.Name); ok {
+			return m.existing(ctx, o.Name, spec)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		name := o.Name
+		if name == "" {
+			name = friendlyName()
+		}
+		res, err := m.create(ctx, o, img, name, spec)
+		if err == nil {
+			return res, nil
+		}
+		if !errors.Is(err, errNameTaken) {
+			return nil, fmt.Errorf("create sandbox: %w", err)
+		}
+		if o.Name != "" {
+			return m.existing(ctx, o.Name, spec)
+		}
+		if attempt == 5 {
+			return nil, fmt.Errorf("create sandbox: %w", sbxerr.Conflict("no free name after %d attempts", attempt+1))
+		}
+	}
+}
+
+// errNameTaken reports that the engine already has a container of the name.
+var errNameTaken = errors.New("container name taken")
+
+// existing returns the sandbox named name when its settings hash is spec.
+func (m *Manager) existing(ctx context.Context, name, spec string) (*CreateResult, error) {
+	c, err := m.inspectName(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		// The engine has the name but not among this namespace's sandboxes.
+		return nil, fmt.Errorf("create sandbox: %w", sbxerr.Conflict("name %q is used by a container this manager does not own", name))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox: name %q: %w", name, err)
+	}
+	if c.Labels[labelSpec] != spec {
+		return nil, fmt.Errorf("create sandbox: %w", sbxerr.Conflict("name %q exists with different settings", name))
+	}
+	return &CreateResult{Sandbox: m.sandboxOf(c)}, nil
+}
+
+// create makes one attempt with a given sandbox name.
+func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image, name, spec string) (_ *CreateResult, err error) {
+	cs := m.containerSpec(o, name, spec)
+	id, err := m.engine.Create(ctx, cs)
+	if err != nil && ctx.Err() != nil && o.Name == "" {
+		// Cancelled mid-request: the engine may still make the container
+		// after the client went away. The generated name is ours alone, so
+		// remove it by name once it appears, in the background.
+		m.removeLate(name)
+		return nil, err
+	}
+	switch {
+	case errors.Is(err, ErrConflict):
+		return nil, errNameTaken
+	case errors.Is(err, ErrImageNotFound):
+		return nil, fmt.Errorf("image %q: %w", o.Image, err)
+	case err != nil:
+		return nil, err
+	}
+	m.index.add(id, name)
+	defer func() {
+		if err == nil {
+			return
+		}
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		if rmErr := m.engine.Remove(cctx, id); rmErr != nil && !errors.Is(rmErr, ErrNotFound) {
+			err = fmt.Errorf("%w (and removing the half-made container %s failed: %v)", err, shortID(id), rmErr)
+			return
+		}
+		m.index.drop(id)
+		if ferr := m.expiry.forget(id); ferr != nil {
+			err = fmt.Errorf("%w (and %v)", err, ferr)
+		}
+	}()
+	// The sandbox runs under an init, so a missing executable would only show
+	// as an exit after a successful start: look for it first.
+	if argv0 := firstArg(cs); argv0 != "" {
+		found, err := m.hasExecutable(ctx, id, argv0, searchPath(o.Env, img.Env))
+		if err != nil {
+			return nil, err
+		}
+		if !found && cs.Labels[labelKeepAlive] == "true" {
+			return nil, sbxerr.Invalid("image %q cannot run the default keep-alive command %q (it has no %s binary); "+
+				"set CreateOptions.Command to a long-running program the image has, or KeepImageCommand to run its own",
+				o.Image, strings.Join(keepAlive(), " "), argv0)
+		}
+		if !found {
+			return nil, sbxerr.Invalid("image %q has no executable %q", o.Image, argv0)
+		}
+	}
+	if err := m.engine.Start(ctx, id); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	if err := m.expiry.arm(id, o.TTL); err != nil {
+		return nil, err
+	}
+	c, err := m.engine.Inspect(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	sb := m.sandboxOf(c)
+	m.publish(Event{Type: EventCreated, SandboxID: sb.ID, Name: sb.Name})
+	return &CreateResult{Sandbox: sb, Created: true}, nil
+}
+
+// removeLate removes the sandbox called name if the engine creates it
+// within a few seconds, for a create whose request was cancelled.
+func (m *Manager) removeLate(name string) {
+	m.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		labels := m.ownedLabels()
+		labels[labelName] = name
+		err := poll.Until(ctx, poll.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, func() (bool, error) {
+			cs, err := m.engine.List(ctx, labels)
+			if err != nil {
+				return false, nil // try again until the deadline
+			}
+			if len(cs) == 0 {
+				return false, nil // not made (yet)
+			}
+			for _, c := range cs {
+				if err := m.engine.Remove(ctx, c.ID); err != nil && !errors.Is(err, ErrNotFound) {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			m.log.Warn("remove the container of a cancelled create", "name", name, "err", err)
+		}
+	})
+}
+
+// firstArg returns the program a new container will run, when Create
+// chose it (the image's own ENTRYPOINT/CMD are the image's business).
+func firstArg(cs engine.ContainerSpec) string {
+	if len(cs.Entrypoint) > 0 {
+		return cs.Entrypoint[0]
+	}
+	if cs.Entrypoint != nil && len(cs.Cmd) > 0 {
+		return cs.Cmd[0]
+	}
+	return ""
+}
+
+// searchPath is the PATH a container's processes get: the sandbox's own
+// environment, else the image's, else the runtime's default.
+func searchPath(env, imageEnv []string) string {
+	for _, list := range [][]string{env, imageEnv} {
+		for i := len(list) - 1; i >= 0; i-- {
+			if v, ok := strings.CutPrefix(list[i], "PATH="); ok {
+				return v
+			}
+		}
+	}
+	return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+// hasExecutable reports whether the created (not yet started) container id
+// has argv0, looking along dirs (a PATH) like the runtime does.
+func (m *Manager) hasExecutable(ctx context.Context, id, argv0, dirs string) (bool, error) {
+	var candidates []string
+	if strings.Contains(argv0, "/") {
+		if !path.IsAbs(argv0) {
+			return true, nil // relative to the working directory: let the runtime decide
+		}
+		candidates = []string{argv0}
+	} else {
+		// Order does not matter for existence; try the likeliest first.
+		list := strings.Split(dirs, ":")
+		rank := func(d string) int {
+			switch d {
+			case "/bin":
+				return 0
+			case "/usr/bin":
+				return 1
+			}
+			return 2
+		}
+		slices.SortStableFunc(list, func(a, b string) int { return rank(a) - rank(b) })
+		for _, d := range list {
+			if path.IsAbs(d) {
+				candidates = append(candidates, path.Join(d, argv0))
+			}
+		}
+	}
+	for _, p := range candidates {
+		st, err := m.engine.StatPath(ctx, id, p)
+		if err == nil {
+			return st.Mode.IsRegular() || st.Mode&fs.ModeSymlink != 0, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return false, fmt.Errorf("look for %s: %w", p, err)
+		}
+	}
+	return false, nil
+}
