@@ -264,6 +264,9 @@ func TestUnitEngineEvents(t *testing.T) {
 	sb := fakeCreate(t, m, CreateOptions{Name: "dies"})
 	got := make(chan Event, 16)
 	m.Subscribe(func(ev Event) { got <- ev })
+	for start := time.Now(); fe.Subscribers() == 0 && time.Since(start) < 5*time.Second; {
+		time.Sleep(time.Millisecond) // the Manager's event watcher starts in the background
+	}
 	fe.StopByItself(sb.ID, 1) // the main process exits on its own
 	select {
 	case ev := <-got:

@@ -190,6 +190,13 @@ func (e *Engine) StopByItself(id string, code int) {
 	}
 }
 
+// Subscribers returns how many event streams are open.
+func (e *Engine) Subscribers() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.subs)
+}
+
 // Resources returns the limits container id has now.
 func (e *Engine) Resources(id string) engine.Resources {
 	e.mu.Lock()
