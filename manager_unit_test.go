@@ -353,16 +353,25 @@ func TestUnitTTLAndRenew(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(got.State, StateStopped)
 	is.True(got.ExpiresAt.IsZero())
+	expired := func() (Event, bool) {
+		evs.mu.Lock()
+		defer evs.mu.Unlock()
+		for _, ev := range evs.got {
+			if ev.Expired {
+				return ev, true
+			}
+		}
+		return Event{}, false
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(evs.types()) < 3 && time.Now().Before(deadline) {
+	ev, ok := expired()
+	for ; !ok && time.Now().Before(deadline); ev, ok = expired() {
 		time.Sleep(time.Millisecond)
 	}
-	evs.mu.Lock()
-	last := evs.got[len(evs.got)-1]
-	evs.mu.Unlock()
-	is.Equal(last.Type, EventStopped) // the expiry publishes the stop
-	is.True(last.Expired)
-	is.Equal(last.Name, sb.Name)
+	is.True(ok)                     // the expiry publishes the stop
+	is.Equal(ev.Type, EventStopped) // as a stop
+	is.Equal(ev.Name, sb.Name)      // with the name
+	is.Equal(ev.SandboxID, sb.ID)
 }
 
 func TestUnitDeleteOnExpiry(t *testing.T) {
