@@ -123,10 +123,20 @@ func (m *Manager) engineEvent(ev engine.Event) {
 	if !m.owns(ev.Labels) || !engine.IsFullID(ev.ContainerID) {
 		return
 	}
-	name := ev.Labels[labelName]
+	if m.isPooledName(ev.Name) {
+		// The pool's own, invisible until adopted; one that died or was
+		// removed behind the pool's back cannot be handed out.
+		if ev.Action == "die" || ev.Action == "destroy" {
+			m.pool.forget(ev.ContainerID)
+		}
+		return
+	}
+	name := m.nameOf(engine.Container{ID: ev.ContainerID, Name: ev.Name, Labels: ev.Labels})
 	switch ev.Action {
-	case "create":
-		m.index.add(ev.ContainerID, name)
+	case "create", "rename":
+		if name != "" {
+			m.index.add(ev.ContainerID, name)
+		}
 	case "die":
 		m.publish(Event{Type: EventStopped, SandboxID: ev.ContainerID, Name: name, Time: ev.Time})
 	case "destroy":

@@ -62,7 +62,7 @@ func (e *expiry) recover(owned []engine.Container) error {
 		if _, ok := e.recs[c.ID]; ok || (st != StateRunning && st != StatePaused) {
 			continue
 		}
-		ttl := ttlOfLabels(c.Labels)
+		ttl := e.m.ttlOf(c)
 		if ttl <= 0 {
 			continue
 		}

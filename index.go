@@ -45,27 +45,33 @@ func newSandboxIndex(m *Manager) *sandboxIndex {
 	return &sandboxIndex{m: m, byID: map[string]indexEntry{}, byName: map[string]string{}}
 }
 
-// refresh rebuilds the index from the engine's list of owned containers,
-// which it returns.
+// refresh rebuilds the index from the engine's list of owned containers
+// and returns the sandboxes (not the pool's ready ones).
 func (x *sandboxIndex) refresh(ctx context.Context) ([]engine.Container, error) {
 	x.refreshMu.Lock()
 	defer x.refreshMu.Unlock()
-	return x.refreshLocked(ctx)
+	sbs, _, err := x.refreshLocked(ctx)
+	return sbs, err
 }
 
-func (x *sandboxIndex) refreshLocked(ctx context.Context) ([]engine.Container, error) {
+// refreshLocked lists the owned containers, makes the sandboxes among them
+// the index and returns them, and the pool's ready ones apart.
+func (x *sandboxIndex) refreshLocked(ctx context.Context) (sandboxes, pooled []engine.Container, err error) {
 	cs, err := x.m.engine.List(ctx, x.m.ownedLabels())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	owned := cs[:0]
 	for _, c := range cs {
-		if x.m.owns(c.Labels) && engine.IsFullID(c.ID) {
-			owned = append(owned, c)
+		switch {
+		case !x.m.owns(c.Labels) || !engine.IsFullID(c.ID):
+		case x.m.isPooled(c):
+			pooled = append(pooled, c)
+		default:
+			sandboxes = append(sandboxes, c)
 		}
 	}
-	x.replace(owned)
-	return owned, nil
+	x.replace(sandboxes)
+	return sandboxes, pooled, nil
 }
 
 // replace makes cs the whole index.
@@ -75,7 +81,7 @@ func (x *sandboxIndex) replace(cs []engine.Container) {
 	x.byID = make(map[string]indexEntry, len(cs))
 	x.byName = make(map[string]string, len(cs))
 	for _, c := range cs {
-		x.putLocked(c.ID, c.Labels[labelName])
+		x.putLocked(c.ID, x.m.nameOf(c))
 	}
 	x.gen++
 }
@@ -175,7 +181,7 @@ func (x *sandboxIndex) resolve(ctx context.Context, ref string) (string, error) 
 	stale := x.gen == gen
 	x.mu.Unlock()
 	if stale {
-		if _, err := x.refreshLocked(ctx); err != nil {
+		if _, _, err := x.refreshLocked(ctx); err != nil {
 			x.refreshMu.Unlock()
 			return "", err
 		}

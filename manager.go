@@ -34,7 +34,9 @@ type Manager struct {
 	subs   subscribers
 	cmds   *commandRegistry
 	pulls  *pullGroup
-	stats  statsCache
+	stats   statsCache
+	records recordSet
+	pool    *pool
 }
 
 // New connects to the Docker engine, checks that it answers, opens the state
@@ -96,10 +98,26 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 		m.store = state.NewMemory()
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.records.m = m
+	if err := m.records.load(); err != nil {
+		return fail(err)
+	}
+	if m.pool, err = newPool(m); err != nil {
+		return fail(err)
+	}
 	m.index = newSandboxIndex(m)
-	owned, err := m.index.refresh(ctx)
+	m.index.refreshMu.Lock()
+	owned, pooledOnes, err := m.index.refreshLocked(ctx)
+	m.index.refreshMu.Unlock()
 	if err != nil {
 		return fail(fmt.Errorf("list sandboxes: %w", err))
+	}
+	alive := map[string]bool{}
+	for _, c := range owned {
+		alive[c.ID] = true
+	}
+	if err := m.records.prune(alive); err != nil {
+		return fail(err)
 	}
 	m.expiry = newExpiry(m)
 	if err := m.expiry.recover(owned); err != nil {
@@ -111,6 +129,12 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 	m.pulls = newPullGroup(m)
 	m.goBackground(m.expiry.run)
 	m.goBackground(m.watchEngine)
+	if m.pool != nil {
+		m.pool.recover(ctx, pooledOnes)
+		m.goBackground(m.pool.run)
+	} else if len(pooledOnes) > 0 {
+		(&pool{m: m}).recover(ctx, pooledOnes) // no templates: remove them all
+	}
 	return m, nil
 }
 

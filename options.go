@@ -50,6 +50,8 @@ type config struct {
 	client         DockerClient
 	engine         engine.Engine // set by tests (withEngine); wins over client
 	clock          clock.Clock
+	pool           []PoolTemplate
+	poolMax        int
 	host           string
 	namespace      string
 	defaults       Resources

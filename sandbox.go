@@ -170,13 +170,13 @@ func (m *Manager) List(ctx context.Context) ([]*Sandbox, error) {
 func (m *Manager) sandboxOf(c engine.Container) *Sandbox {
 	s := &Sandbox{
 		ID:         c.ID,
-		Name:       c.Labels[labelName],
+		Name:       m.nameOf(c),
 		Image:      c.Image,
 		State:      stateOf(c.State),
 		Status:     c.State.Status,
 		HostIP:     m.cfg.hostIP,
 		PortMap:    map[string]string{},
-		TTL:        ttlOfLabels(c.Labels),
+		TTL:        m.ttlOf(c),
 		CreatedAt:  c.Created,
 		StartedAt:  c.State.StartedAt,
 		FinishedAt: c.State.FinishedAt,
@@ -200,6 +200,15 @@ func (m *Manager) sandboxOf(c engine.Container) *Sandbox {
 			s.Labels[k] = v
 		}
 	}
+	if rec, ok := m.records.get(c.ID); ok {
+		s.Resources, s.Private = rec.Resources, rec.Private
+		for k, v := range rec.Labels {
+			if s.Labels == nil {
+				s.Labels = map[string]string{}
+			}
+			s.Labels[k] = v
+		}
+	}
 	if s.Running() {
 		for _, p := range s.Ports {
 			if hp := c.Ports[p]; hp != "" {
@@ -209,15 +218,6 @@ func (m *Manager) sandboxOf(c engine.Container) *Sandbox {
 	}
 	s.ExpiresAt = m.expiry.deadline(c.ID)
 	return s
-}
-
-// ttlOfLabels is the TTL a container's labels record, or 0.
-func ttlOfLabels(labels map[string]string) time.Duration {
-	ms, err := strconv.ParseInt(labels[labelTTL], 10, 64)
-	if err != nil || ms <= 0 {
-		return 0
-	}
-	return time.Duration(ms) * time.Millisecond
 }
 
 // stateOf normalises a container's state.

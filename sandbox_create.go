@@ -41,12 +41,25 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (*CreateResult
 			return m.existing(ctx, o.Name, spec)
 		}
 	}
+	tmpl := m.pool.match(o)
 	for attempt := 0; ; attempt++ {
 		name := o.Name
 		if name == "" {
 			name = friendlyName()
 		}
-		res, err := m.create(ctx, o, img, name, spec)
+		var res *CreateResult
+		err := errPoolMiss
+		if tmpl != nil {
+			if id, ok := m.pool.take(ctx, tmpl, img.ID); ok {
+				res, err = m.adopt(ctx, tmpl, pooled{id: id, imageID: img.ID}, o, name, spec)
+			}
+		}
+		if errors.Is(err, errPoolMiss) {
+			if tmpl != nil && err != errPoolMiss {
+				m.log.Warn("pooled sandbox unusable; creating one", "err", err)
+			}
+			res, err = m.create(ctx, o, img, name, spec)
+		}
 		if err == nil {
 			return res, nil
 		}
@@ -75,7 +88,7 @@ func (m *Manager) existing(ctx context.Context, name, spec string) (*CreateResul
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox: name %q: %w", name, err)
 	}
-	if c.Labels[labelSpec] != spec {
+	if m.specOf(c) != spec {
 		return nil, fmt.Errorf("create sandbox: %w", sbxerr.Conflict("name %q exists with different settings", name))
 	}
 	return &CreateResult{Sandbox: m.sandboxOf(c)}, nil
@@ -84,57 +97,16 @@ func (m *Manager) existing(ctx context.Context, name, spec string) (*CreateResul
 // create makes one attempt with a given sandbox name.
 func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image, name, spec string) (_ *CreateResult, err error) {
 	cs := m.containerSpec(o, name, spec)
-	id, err := m.engine.Create(ctx, cs)
-	if err != nil && ctx.Err() != nil && o.Name == "" {
-		// Cancelled mid-request: the engine may still make the container
-		// after the client went away. The generated name is ours alone, so
-		// remove it by name once it appears, in the background.
-		m.removeLate(name)
+	id, err := m.makeContainer(ctx, cs, o, img, o.Name == "")
+	if err != nil {
 		return nil, err
 	}
-	switch {
-	case errors.Is(err, ErrConflict):
-		return nil, errNameTaken
-	case errors.Is(err, ErrImageNotFound):
-		return nil, fmt.Errorf("image %q: %w", o.Image, err)
-	case err != nil:
-		return nil, err
-	}
-	m.index.add(id, name)
 	defer func() {
-		if err == nil {
-			return
-		}
-		cctx, cancel := cleanupContext(ctx)
-		defer cancel()
-		if rmErr := m.engine.Remove(cctx, id); rmErr != nil && !errors.Is(rmErr, ErrNotFound) {
-			err = fmt.Errorf("%w (and removing the half-made container %s failed: %v)", err, shortID(id), rmErr)
-			return
-		}
-		m.index.drop(id)
-		if ferr := m.expiry.forget(id); ferr != nil {
-			err = fmt.Errorf("%w (and %v)", err, ferr)
+		if err != nil {
+			err = m.discard(ctx, id, err)
 		}
 	}()
-	// The sandbox runs under an init, so a missing executable would only show
-	// as an exit after a successful start: look for it first.
-	if argv0 := firstArg(cs); argv0 != "" {
-		found, err := m.hasExecutable(ctx, id, argv0, searchPath(o.Env, img.Env))
-		if err != nil {
-			return nil, err
-		}
-		if !found && cs.Labels[labelKeepAlive] == "true" {
-			return nil, sbxerr.Invalid("image %q cannot run the default keep-alive command %q (it has no %s binary); "+
-				"set CreateOptions.Command to a long-running program the image has, or KeepImageCommand to run its own",
-				o.Image, strings.Join(keepAlive(), " "), argv0)
-		}
-		if !found {
-			return nil, sbxerr.Invalid("image %q has no executable %q", o.Image, argv0)
-		}
-	}
-	if err := m.engine.Start(ctx, id); err != nil {
-		return nil, fmt.Errorf("start: %w", err)
-	}
+	m.index.add(id, name)
 	if err := m.expiry.arm(id, o.TTL); err != nil {
 		return nil, err
 	}
@@ -147,28 +119,91 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image,
 	return &CreateResult{Sandbox: sb, Created: true}, nil
 }
 
-// removeLate removes the sandbox called name if the engine creates it
+// discard removes a container that a failed create made, under a cleanup
+// context, and returns err with what the removal said, if it failed.
+func (m *Manager) discard(ctx context.Context, id string, err error) error {
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	if rmErr := m.engine.Remove(cctx, id); rmErr != nil && !errors.Is(rmErr, ErrNotFound) {
+		return fmt.Errorf("%w (and removing the half-made container %s failed: %v)", err, shortID(id), rmErr)
+	}
+	m.index.drop(id)
+	if ferr := m.expiry.forget(id); ferr != nil {
+		return fmt.Errorf("%w (and %v)", err, ferr)
+	}
+	if ferr := m.records.forget(id); ferr != nil {
+		return fmt.Errorf("%w (and %v)", err, ferr)
+	}
+	return err
+}
+
+// makeContainer creates and starts the container cs describes and returns
+// its id; on any failure it removes what it made. A taken name is
+// errNameTaken. With ours set, the container name is this call's alone, so
+// a create cancelled mid-request is cleaned up in the background should the
+// engine make the container after all.
+func (m *Manager) makeContainer(ctx context.Context, cs engine.ContainerSpec, o CreateOptions, img engine.Image, ours bool) (_ string, err error) {
+	id, err := m.engine.Create(ctx, cs)
+	if err != nil && ctx.Err() != nil && ours {
+		m.removeLate(cs.Name)
+		return "", err
+	}
+	switch {
+	case errors.Is(err, ErrConflict):
+		return "", errNameTaken
+	case errors.Is(err, ErrImageNotFound):
+		return "", fmt.Errorf("image %q: %w", o.Image, err)
+	case err != nil:
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			err = m.discard(ctx, id, err)
+		}
+	}()
+	// The sandbox runs under an init, so a missing executable would only show
+	// as an exit after a successful start: look for it first.
+	if argv0 := firstArg(cs); argv0 != "" {
+		found, err := m.hasExecutable(ctx, id, argv0, searchPath(o.Env, img.Env))
+		if err != nil {
+			return "", err
+		}
+		if !found && cs.Labels[labelKeepAlive] == "true" {
+			return "", sbxerr.Invalid("image %q cannot run the default keep-alive command %q (it has no %s binary); "+
+				"set CreateOptions.Command to a long-running program the image has, or KeepImageCommand to run its own",
+				o.Image, strings.Join(keepAlive(), " "), argv0)
+		}
+		if !found {
+			return "", sbxerr.Invalid("image %q has no executable %q", o.Image, argv0)
+		}
+	}
+	if err := m.engine.Start(ctx, id); err != nil {
+		return "", fmt.Errorf("start: %w", err)
+	}
+	return id, nil
+}
+
+// removeLate removes the container called name if the engine creates it
 // within a few seconds, for a create whose request was cancelled.
 func (m *Manager) removeLate(name string) {
 	m.goBackground(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		labels := m.ownedLabels()
-		labels[labelName] = name
 		err := poll.Until(ctx, poll.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, func() (bool, error) {
-			cs, err := m.engine.List(ctx, labels)
+			cs, err := m.engine.List(ctx, m.ownedLabels())
 			if err != nil {
 				return false, nil // try again until the deadline
 			}
-			if len(cs) == 0 {
-				return false, nil // not made (yet)
-			}
 			for _, c := range cs {
+				if c.Name != name {
+					continue
+				}
 				if err := m.engine.Remove(ctx, c.ID); err != nil && !errors.Is(err, ErrNotFound) {
 					return false, nil
 				}
+				return true, nil
 			}
-			return true, nil
+			return false, nil // not made (yet)
 		})
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			m.log.Warn("remove the container of a cancelled create", "name", name, "err", err)

@@ -24,7 +24,7 @@ func (m *Manager) Start(ctx context.Context, id string) (*Sandbox, error) {
 		if err := m.engine.Start(ctx, c.ID); err != nil {
 			return err
 		}
-		return m.expiry.arm(c.ID, ttlOfLabels(c.Labels))
+		return m.expiry.arm(c.ID, m.ttlOf(c))
 	})
 }
 
@@ -50,7 +50,7 @@ func (m *Manager) Restart(ctx context.Context, id string) (*Sandbox, error) {
 		if err := m.engine.Restart(ctx, c.ID, m.cfg.stopTimeout); err != nil {
 			return err
 		}
-		return m.expiry.arm(c.ID, ttlOfLabels(c.Labels))
+		return m.expiry.arm(c.ID, m.ttlOf(c))
 	})
 }
 
@@ -111,7 +111,7 @@ func (m *Manager) transition(ctx context.Context, id string, ev EventType, step 
 	if err := step(ctx, c); err != nil {
 		return nil, fmt.Errorf("%s sandbox %s: %w", verb, shortID(c.ID), err)
 	}
-	m.publish(Event{Type: ev, SandboxID: c.ID, Name: c.Labels[labelName]})
+	m.publish(Event{Type: ev, SandboxID: c.ID, Name: m.nameOf(c)})
 	c, err = m.engine.Inspect(ctx, c.ID)
 	if err != nil {
 		return nil, fmt.Errorf("%s sandbox %s: inspect: %w", verb, shortID(c.ID), err)
@@ -134,7 +134,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if err := m.remove(ctx, c.ID); err != nil {
 		return err
 	}
-	m.publish(Event{Type: EventDeleted, SandboxID: c.ID, Name: c.Labels[labelName]})
+	m.publish(Event{Type: EventDeleted, SandboxID: c.ID, Name: m.nameOf(c)})
 	return nil
 }
 
@@ -149,6 +149,9 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 	m.stats.drop(id)
 	m.cmds.forget(id)
 	if err := m.expiry.forget(id); err != nil {
+		return fmt.Errorf("delete sandbox %s: %w", shortID(id), err)
+	}
+	if err := m.records.forget(id); err != nil {
 		return fmt.Errorf("delete sandbox %s: %w", shortID(id), err)
 	}
 	return nil

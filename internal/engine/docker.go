@@ -236,6 +236,14 @@ func (d *Docker) Unpause(ctx context.Context, id string) error {
 	return Classify(d.c.ContainerUnpause(ctx, id))
 }
 
+// Rename renames a container.
+func (d *Docker) Rename(ctx context.Context, id, name string) error {
+	if err := checkID("container", id); err != nil {
+		return err
+	}
+	return Classify(d.c.ContainerRename(ctx, id, name))
+}
+
 // Update changes a container's limits.
 func (d *Docker) Update(ctx context.Context, id string, r Resources) error {
 	if err := checkID("container", id); err != nil {
@@ -421,7 +429,8 @@ func (d *Docker) Events(ctx context.Context, labels map[string]string) (<-chan E
 		for {
 			select {
 			case m := <-msgs:
-				ev := Event{ContainerID: m.Actor.ID, Action: string(m.Action), Labels: m.Actor.Attributes, Time: time.Unix(0, m.TimeNano)}
+				ev := Event{ContainerID: m.Actor.ID, Action: string(m.Action), Name: m.Actor.Attributes["name"],
+					Labels: m.Actor.Attributes, Time: time.Unix(0, m.TimeNano)}
 				select {
 				case out <- ev:
 				case <-ctx.Done():

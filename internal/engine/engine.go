@@ -48,6 +48,8 @@ type Engine interface {
 	// Pause freezes a running container; Unpause thaws it.
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
+	// Rename gives a container a new name; a taken name is ErrConflict.
+	Rename(ctx context.Context, id, name string) error
 	// Update changes the memory and CPU limits of a container.
 	Update(ctx context.Context, id string, r Resources) error
 	// Remove force-removes a container with its anonymous volumes.
@@ -247,8 +249,10 @@ type Event struct {
 	// ContainerID is the container's full id.
 	ContainerID string
 	// Action is the engine's: "start", "die", "stop", "pause", "unpause",
-	// "destroy", "oom", ...
+	// "destroy", "oom", "rename", ...
 	Action string
+	// Name is the container's name (after a rename, the new one).
+	Name string
 	// Labels are the container's labels.
 	Labels map[string]string
 	Time   time.Time

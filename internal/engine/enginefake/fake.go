@@ -229,7 +229,7 @@ func (e *Engine) get(id string) (*ctr, error) {
 }
 
 func (e *Engine) emit(c *ctr, action string) {
-	ev := engine.Event{ContainerID: c.c.ID, Action: action, Labels: c.c.Labels, Time: e.now()}
+	ev := engine.Event{ContainerID: c.c.ID, Action: action, Name: c.c.Name, Labels: c.c.Labels, Time: e.now()}
 	for _, ch := range e.subs {
 		select {
 		case ch <- ev:
@@ -420,6 +420,27 @@ func (e *Engine) Unpause(ctx context.Context, id string) error {
 	}
 	c.c.State.Paused, c.c.State.Status = false, "running"
 	e.emit(c, "unpause")
+	return nil
+}
+
+// Rename renames a container.
+func (e *Engine) Rename(ctx context.Context, id, name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.enter("Rename", id); err != nil {
+		return err
+	}
+	c, err := e.get(id)
+	if err != nil {
+		return err
+	}
+	for _, o := range e.containers {
+		if o.c.Name == name {
+			return sbxerr.Conflict("the container name %q is already in use", name)
+		}
+	}
+	c.c.Name = name
+	e.emit(c, "rename")
 	return nil
 }
 
