@@ -29,11 +29,11 @@ type Manager struct {
 	closed bool
 	wg     sync.WaitGroup // background goroutines and in-flight calls
 
-	index  *sandboxIndex
-	expiry *expiry
-	subs   subscribers
-	cmds   *commandRegistry
-	pulls  *pullGroup
+	index   *sandboxIndex
+	expiry  *expiry
+	subs    subscribers
+	cmds    *commandRegistry
+	pulls   *pullGroup
 	stats   statsCache
 	records recordSet
 	pool    *pool
