@@ -34,6 +34,6 @@
 // sandboxes when it closes.
 //
 // Errors match the sentinels ErrNotFound, ErrConflict, ErrInvalid,
-// ErrImageNotFound, ErrUnavailable, ErrClosed, ErrTooLarge, ErrUnsupported
-// and ErrUnauthorized with errors.Is.
+// ErrImageNotFound, ErrUnavailable, ErrClosed, ErrTooLarge, ErrUnsupported,
+// ErrUnauthorized, ErrRegistry and ErrRateLimited with errors.Is.
 package opensbx

@@ -33,4 +33,7 @@ var (
 	// not be reached, or sent something broken); the message is the
 	// engine's.
 	ErrRegistry = sbxerr.ErrRegistry
+	// ErrRateLimited: a quota would be exceeded (WithMaxSandboxes,
+	// WithMaxCommands); retry once something has ended.
+	ErrRateLimited = sbxerr.ErrRateLimited
 )

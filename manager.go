@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 type Manager struct {
 	cfg    config
 	engine engine.Engine
+	info   engine.Info // the engine, as New found it
 	store  state.Store
 	log    *slog.Logger
 
@@ -87,6 +89,21 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 			err = sbxerr.Wrap(ErrUnavailable, err)
 		}
 		return fail(fmt.Errorf("cannot reach the Docker engine (is dockerd running? scripts/docker-up.sh starts one): %w", err))
+	}
+	infoCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	m.info, err = m.engine.Info(infoCtx)
+	cancel()
+	if err != nil {
+		return fail(fmt.Errorf("engine info: %w", err))
+	}
+	if cfg.runtime != "" && !m.hasRuntime(cfg.runtime) {
+		return fail(sbxerr.New(ErrUnsupported, "runtime %q is not registered with the engine (it has %s); "+
+			"scripts/docker-up.sh registers runsc", cfg.runtime, strings.Join(m.info.Runtimes, ", ")))
+	}
+	if cfg.diskQuota > 0 && !(m.info.StorageDriver == "overlay2" && m.info.BackingFS == "xfs") &&
+		m.info.StorageDriver != "devicemapper" && m.info.StorageDriver != "btrfs" && m.info.StorageDriver != "zfs" {
+		return fail(sbxerr.New(ErrUnsupported, "a disk quota needs overlay2 on xfs with pquota, devicemapper, btrfs or zfs; "+
+			"this engine has %s on %s", m.info.StorageDriver, m.info.BackingFS))
 	}
 	if cfg.stateDir != "" {
 		st, err := state.OpenBolt(cfg.stateDir)

@@ -44,6 +44,15 @@ const (
 	// DefaultPullInactivity is how long a pull may report no progress before
 	// it is aborted.
 	DefaultPullInactivity = 2 * time.Minute
+	// DefaultPidsLimit bounds the processes and threads of one sandbox: far
+	// more than a build or a test suite uses (make -j, a JVM, node with its
+	// worker threads stay in the low hundreds), far fewer than a fork bomb
+	// needs to hurt the host.
+	DefaultPidsLimit = 1024
+	// DefaultNofile is the open-file limit (soft and hard) of a sandbox's
+	// processes: what file watchers and servers need, not the engine's
+	// million.
+	DefaultNofile = 65536
 )
 
 type config struct {
@@ -52,6 +61,12 @@ type config struct {
 	clock          clock.Clock
 	pool           []PoolTemplate
 	poolMax        int
+	runtime        string
+	pidsLimit      int64
+	nofile         int64
+	diskQuota      int64
+	maxSandboxes   int
+	maxCommands    int
 	host           string
 	namespace      string
 	defaults       Resources
@@ -82,6 +97,8 @@ func defaultConfig() config {
 		pullInactivity: DefaultPullInactivity,
 		stopTimeout:    10 * time.Second,
 		clock:          clock.Real{},
+		pidsLimit:      DefaultPidsLimit,
+		nofile:         DefaultNofile,
 	}
 }
 
@@ -332,6 +349,86 @@ func withEngine(e engine.Engine) Option {
 func withClock(c clock.Clock) Option {
 	return func(cfg *config) error {
 		cfg.clock = c
+		return nil
+	}
+}
+
+// WithRuntime runs every sandbox under the OCI runtime name ("runsc" for
+// gVisor), which the engine must know (it is registered in its
+// daemon.json); CreateOptions.Runtime overrides it per sandbox. New fails
+// with ErrUnsupported when the engine does not have it.
+func WithRuntime(name string) Option {
+	return func(cfg *config) error {
+		if !runtimeRE.MatchString(name) {
+			return sbxerr.Invalid("runtime %q: want a runtime name such as runc or runsc", name)
+		}
+		cfg.runtime = name
+		return nil
+	}
+}
+
+var runtimeRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// WithPidsLimit bounds the processes and threads of each sandbox (default
+// DefaultPidsLimit).
+func WithPidsLimit(n int64) Option {
+	return func(cfg *config) error {
+		if n < 16 || n > 1<<22 {
+			return sbxerr.Invalid("pids limit %d: want 16 to 4194304", n)
+		}
+		cfg.pidsLimit = n
+		return nil
+	}
+}
+
+// WithNofile sets the open-file limit (soft and hard) of every sandbox's
+// processes (default DefaultNofile).
+func WithNofile(n int64) Option {
+	return func(cfg *config) error {
+		if n < 64 || n > 1<<20 {
+			return sbxerr.Invalid("nofile limit %d: want 64 to 1048576", n)
+		}
+		cfg.nofile = n
+		return nil
+	}
+}
+
+// WithDiskQuota limits the writable layer of every sandbox to bytes. The
+// engine supports it only with the overlay2 storage driver on xfs mounted
+// with pquota (and devicemapper, btrfs, zfs); on other storage New fails
+// with ErrUnsupported, naming what the engine has.
+func WithDiskQuota(bytes int64) Option {
+	return func(cfg *config) error {
+		if bytes < 1<<20 {
+			return sbxerr.Invalid("disk quota %d bytes: want at least 1 MiB", bytes)
+		}
+		cfg.diskQuota = bytes
+		return nil
+	}
+}
+
+// WithMaxSandboxes bounds the sandboxes of this Manager (in any state,
+// the warm pool's ready ones included): a Create beyond it fails with
+// ErrRateLimited. Zero (the default) means no bound.
+func WithMaxSandboxes(n int) Option {
+	return func(cfg *config) error {
+		if n < 0 {
+			return sbxerr.Invalid("max sandboxes must not be negative, got %d", n)
+		}
+		cfg.maxSandboxes = n
+		return nil
+	}
+}
+
+// WithMaxCommands bounds the commands running at once in one sandbox: an
+// Exec beyond it fails with ErrRateLimited. Zero (the default) means no
+// bound.
+func WithMaxCommands(n int) Option {
+	return func(cfg *config) error {
+		if n < 0 {
+			return sbxerr.Invalid("max commands must not be negative, got %d", n)
+		}
+		cfg.maxCommands = n
 		return nil
 	}
 }

@@ -52,6 +52,12 @@ type PoolTemplate struct {
 	KeepImageCommand bool
 	WorkingDir       string
 	Env              []string
+	// User, ReadOnlyRootfs, Network and Runtime are as in CreateOptions
+	// too (Runtime defaults to the Manager's).
+	User           string
+	ReadOnlyRootfs bool
+	Network        string
+	Runtime        string
 	// Size is how many ready sandboxes to keep (at least 1).
 	Size int
 }
@@ -148,8 +154,10 @@ func poolKey(o CreateOptions) string {
 		Image                           string
 		Ports, Command, Entrypoint, Env []string
 		KeepImageCommand                bool
-		WorkingDir                      string
-	}{o.Image, o.Ports, o.Command, o.Entrypoint, o.Env, o.KeepImageCommand, o.WorkingDir})
+		WorkingDir, User                string
+		ReadOnlyRootfs                  bool
+		Network, Runtime                string
+	}{o.Image, o.Ports, o.Command, o.Entrypoint, o.Env, o.KeepImageCommand, o.WorkingDir, o.User, o.ReadOnlyRootfs, o.Network, o.Runtime})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:12])
 }
@@ -165,7 +173,8 @@ func newPool(m *Manager) (*pool, error) {
 	seen := map[string]bool{}
 	for _, t := range m.cfg.pool {
 		o, err := m.normalize(CreateOptions{Image: t.Image, Ports: t.Ports, Command: t.Command, Entrypoint: t.Entrypoint,
-			KeepImageCommand: t.KeepImageCommand, WorkingDir: t.WorkingDir, Env: t.Env})
+			KeepImageCommand: t.KeepImageCommand, WorkingDir: t.WorkingDir, Env: t.Env,
+			User: t.User, ReadOnlyRootfs: t.ReadOnlyRootfs, Network: t.Network, Runtime: t.Runtime})
 		if err != nil {
 			return nil, fmt.Errorf("pool template %q: %w", t.Image, err)
 		}

@@ -54,6 +54,20 @@ type CreateOptions struct {
 	// (package preview) serves them only to requests carrying the
 	// sandbox's own preview token, never to anyone who knows the name.
 	Private bool
+	// User runs the sandbox's main process and, unless ExecOptions.User
+	// says otherwise, its commands as this user ("nobody", "1000",
+	// "1000:1000"); empty means the image's.
+	User string
+	// ReadOnlyRootfs mounts the root file system read-only; /tmp and /work
+	// stay writable (volumes of their own, removed with the sandbox).
+	ReadOnlyRootfs bool
+	// Network is "" for the Manager's default (the engine's bridge, ports
+	// published on the host IP) or "none" for no network at all (no
+	// interface but loopback; Ports must be empty).
+	Network string
+	// Runtime is the OCI runtime ("runc", "runsc" for gVisor); empty means
+	// the Manager's (WithRuntime), else the engine's default.
+	Runtime string
 }
 
 // State is the normalised state of a sandbox.

@@ -16,8 +16,16 @@ import (
 //     signals), with a long sleep as its main process unless the caller
 //     gave a command or asked for the image's own.
 //   - Memory is limited with no swap beyond it; CPUs by CFS quota; at most
-//     pidsLimit processes and threads, so a fork bomb stays inside.
+//     WithPidsLimit processes and threads (1024), so a fork bomb stays
+//     inside; at most WithNofile open files per process (65536).
+//   - Capabilities: every one is dropped except the few a normal shell
+//     session and the usual servers need (sandboxCaps); NET_RAW (raw
+//     sockets, ping, ARP spoofing), MKNOD, SYS_CHROOT, SETFCAP, SETPCAP and
+//     AUDIT_WRITE are gone.
 //   - no-new-privileges: setuid binaries cannot raise privileges.
+//   - Optionally a read-only root file system (with /tmp and /work on
+//     volumes of their own), a disk quota (WithDiskQuota), another OCI
+//     runtime (gVisor's runsc), no network, and a non-root user.
 //   - Its json-file log is bounded (10 MB, one file).
 //   - Ports are published on the Manager's host IP (127.0.0.1 by default),
 //     each on a free host port.
@@ -29,8 +37,14 @@ import (
 // once on SIGTERM (the sandbox runs under an init that forwards signals).
 func keepAlive() []string { return []string{"sleep", "2147483647"} }
 
-// pidsLimit bounds the processes and threads of one sandbox.
-const pidsLimit = 4096
+// sandboxCaps are the capabilities a sandbox keeps: changing file owners
+// and modes and reading any file as root (CHOWN, DAC_OVERRIDE, FOWNER,
+// FSETID), switching users (SETUID, SETGID: su, a server dropping root),
+// signalling processes of other users (KILL), and binding ports below
+// 1024 (NET_BIND_SERVICE: a web server on :80).
+func sandboxCaps() []string {
+	return []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"}
+}
 
 // containerSpec is the engine's description of sandbox name made from o.
 func (m *Manager) containerSpec(o CreateOptions, name, spec string) engine.ContainerSpec {
@@ -65,10 +79,23 @@ func (m *Manager) containerSpec(o CreateOptions, name, spec string) engine.Conta
 			MemoryBytes: o.Resources.MemoryMB << 20,
 			NanoCPUs:    int64(math.Round(o.Resources.CPUs * 1e9)),
 		},
-		PidsLimit:   pidsLimit,
-		Init:        true,
-		SecurityOpt: []string{"no-new-privileges:true"},
-		LogMaxSize:  "10m",
+		PidsLimit:      m.cfg.pidsLimit,
+		Init:           true,
+		SecurityOpt:    []string{"no-new-privileges:true"},
+		CapDrop:        []string{"ALL"},
+		CapAdd:         sandboxCaps(),
+		Ulimits:        []engine.Ulimit{{Name: "nofile", Soft: m.cfg.nofile, Hard: m.cfg.nofile}},
+		LogMaxSize:     "10m",
+		User:           o.User,
+		Runtime:        o.Runtime,
+		ReadonlyRootfs: o.ReadOnlyRootfs,
+		NetworkMode:    o.Network,
+	}
+	if o.ReadOnlyRootfs {
+		cs.Mounts = append(cs.Mounts, engine.Mount{Target: "/tmp"}, engine.Mount{Target: "/work"})
+	}
+	if m.cfg.diskQuota > 0 {
+		cs.StorageSize = strconv.FormatInt(m.cfg.diskQuota, 10)
 	}
 	switch {
 	case o.KeepImageCommand:

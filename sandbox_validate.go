@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -20,6 +21,20 @@ const (
 	maxArgBytes   = 64 << 10 // one env entry, argument or label
 	maxTotalBytes = 1 << 20  // all of them together
 )
+
+// userRE matches a user for a container or exec: a name or uid, with an
+// optional group or gid.
+var userRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,31}(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,31})?$`)
+
+// hasRuntime reports whether the engine knows the OCI runtime name.
+func (m *Manager) hasRuntime(name string) bool {
+	for _, r := range m.info.Runtimes {
+		if r == name {
+			return true
+		}
+	}
+	return false
+}
 
 // formatCPUs prints a CPU count with at least one decimal ("4.0", "1.5").
 func formatCPUs(f float64) string {
@@ -152,6 +167,24 @@ func (m *Manager) normalize(o CreateOptions) (CreateOptions, error) {
 	}
 	if o.KeepImageCommand && (len(o.Command) > 0 || len(o.Entrypoint) > 0) {
 		return o, sbxerr.Invalid("KeepImageCommand excludes Command and Entrypoint")
+	}
+	if o.User != "" && !userRE.MatchString(o.User) {
+		return o, sbxerr.Invalid("user %q: want a name or uid, optionally :group or :gid", o.User)
+	}
+	switch o.Network {
+	case "":
+	case "none":
+		if len(o.Ports) > 0 {
+			return o, sbxerr.Invalid("a sandbox without a network cannot publish ports")
+		}
+	default:
+		return o, sbxerr.Invalid("network %q: want \"\" (the default) or \"none\"", o.Network)
+	}
+	if o.Runtime == "" {
+		o.Runtime = m.cfg.runtime
+	}
+	if o.Runtime != "" && !m.hasRuntime(o.Runtime) {
+		return o, sbxerr.New(ErrUnsupported, "runtime %q is not registered with the engine (it has %s)", o.Runtime, strings.Join(m.info.Runtimes, ", "))
 	}
 	return o, nil
 }

@@ -100,6 +100,11 @@ func (d *Docker) Info(ctx context.Context) (Info, error) {
 		StorageDriver: i.Driver,
 		CgroupVersion: i.CgroupVersion,
 	}
+	for _, kv := range i.DriverStatus {
+		if kv[0] == "Backing Filesystem" {
+			out.BackingFS = kv[1]
+		}
+	}
 	for name := range i.Runtimes {
 		out.Runtimes = append(out.Runtimes, name)
 	}

@@ -112,8 +112,9 @@ type Info struct {
 	Version string
 	// Runtimes are the OCI runtimes the engine knows ("runc", "runsc").
 	Runtimes []string
-	// StorageDriver is the storage driver ("overlay2").
-	StorageDriver string
+	// StorageDriver is the storage driver ("overlay2"), BackingFS the file
+	// system under it ("extfs", "xfs").
+	StorageDriver, BackingFS string
 	// CgroupVersion is "1" or "2".
 	CgroupVersion string
 }
@@ -177,7 +178,8 @@ type ContainerSpec struct {
 	// tmpfs file systems (path -> options such as "size=64m").
 	ReadonlyRootfs bool
 	Tmpfs          map[string]string
-	// Mounts are volumes to mount.
+	// Mounts are volumes to mount; a Mount without Volume is an anonymous
+	// volume, removed with the container.
 	Mounts []Mount
 	// Ulimits limit the processes' resources.
 	Ulimits []Ulimit

@@ -36,6 +36,8 @@ var (
 	// a broken answer) for a reason other than a missing image or refused
 	// credentials.
 	ErrRegistry = errors.New("registry error")
+	// ErrRateLimited reports a quota or limit that the call would exceed.
+	ErrRateLimited = errors.New("limit reached")
 )
 
 // Invalid returns an error matching ErrInvalid with the given message.
