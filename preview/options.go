@@ -205,6 +205,15 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// withCacheTTL changes how long a route snapshot is used (tests use a
+// long one to see that events, not age, drop routes).
+func withCacheTTL(d time.Duration) Option {
+	return func(c *config) error {
+		c.cacheTTL = d
+		return nil
+	}
+}
+
 // newSecret is the random key of a Proxy made without WithSecret.
 func newSecret() ([]byte, error) {
 	b := make([]byte, 32)

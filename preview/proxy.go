@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opensbx/opensbx"
@@ -49,6 +50,8 @@ type Proxy struct {
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup // ServeHTTP calls in flight
+
+	retries atomic.Int64 // routes looked up again after a failed connect
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -579,6 +582,7 @@ func (t retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		return res, err
 	}
 	x.retried = true
+	t.p.retries.Add(1)
 	fr, ferr := t.p.routes.fresh(req.Context(), x.route.id)
 	switch {
 	case errors.Is(ferr, errNoSandbox):
