@@ -683,8 +683,8 @@ func dropCookie(h http.Header, name string) {
 // returns its value and the query without every parameter of that name,
 // the others unchanged and in order.
 func takeParam(rawQuery, name string) (value, rest string, found bool) {
-	if !strings.Contains(rawQuery, name) {
-		return "", rawQuery, false
+	if rawQuery == "" {
+		return "", "", false
 	}
 	var kept []string
 	for _, part := range strings.Split(rawQuery, "&") {
