@@ -132,6 +132,18 @@ func TestURLs(t *testing.T) {
 	}
 }
 
+func TestMatches(t *testing.T) {
+	p := testProxy(t, WithBaseURL("https://sbx.example.com"))
+	for host, want := range map[string]bool{
+		"web.sbx.example.com": true, "8080-web.sbx.example.com:443": true, "WEB.SBX.EXAMPLE.COM": true,
+		"sbx.example.com": false, "api.example.com": false, "web.localhost": false, "0-web.sbx.example.com": false,
+	} {
+		if got := p.Matches(host); got != want {
+			t.Errorf("Matches(%q) = %v", host, got)
+		}
+	}
+}
+
 func TestTakeParam(t *testing.T) {
 	for _, c := range []struct {
 		in, value, rest string

@@ -136,6 +136,15 @@ func (p *Proxy) enter() bool {
 	return true
 }
 
+// Matches reports whether host (a Host header value) is a preview host of
+// this Proxy: "<name>.<domain>" or "<port>-<name>.<domain>" under its base
+// domain, any port ignored. A program serving its own routes and the
+// previews on one listener sends the requests it matches to the Proxy.
+func (p *Proxy) Matches(host string) bool {
+	_, _, err := parseHost(host, p.cfg.base)
+	return err == nil
+}
+
 // PrivateByDefault reports WithPrivateByDefault: whether sandboxes created
 // without saying should be private.
 func (p *Proxy) PrivateByDefault() bool { return p.cfg.privateDefault }
