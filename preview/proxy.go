@@ -397,6 +397,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.User = nil
 	pr.Out.Host = pr.In.Host
 	pr.SetXForwarded()
+	// The client's own claims about its address are not passed on: the
+	// X-Forwarded-* headers above are the proxy's.
+	pr.Out.Header.Del("Forwarded")
+	pr.Out.Header.Del("X-Real-Ip")
 	if p.cfg.scheme == "https" && pr.In.TLS == nil {
 		pr.Out.Header.Set("X-Forwarded-Proto", "https")
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 	"github.com/matryer/is"
+	"go.uber.org/goleak"
 
 	"github.com/opensbx/opensbx"
 	"github.com/opensbx/opensbx/internal/testenv"
@@ -401,6 +402,8 @@ func TestProxy(t *testing.T) {
 		is := is.New(t)
 		v := decodeView(t, e.get(t, "7070-"+host, "/headers?a=1&b=2",
 			"X-Forwarded-For: 203.0.113.9", // a client's claim, not kept
+			"Forwarded: for=203.0.113.9",
+			"X-Real-Ip: 203.0.113.9",
 			"Cookie: a=1; "+preview.CookieName+"=x; b=2",
 			"Connection: X-Hop",
 			"X-Hop: dropped",
@@ -410,6 +413,8 @@ func TestProxy(t *testing.T) {
 		is.Equal(v.Headers.Get("X-Forwarded-For"), "127.0.0.1")
 		is.Equal(v.Headers.Get("X-Forwarded-Host"), "7070-"+host)
 		is.Equal(v.Headers.Get("X-Forwarded-Proto"), "http")
+		is.Equal(v.Headers.Get("Forwarded"), "")
+		is.Equal(v.Headers.Get("X-Real-Ip"), "")
 		is.Equal(v.Headers.Values("Cookie"), []string{"a=1; b=2"}) // the proxy's cookie taken off
 		is.Equal(v.Headers.Get("X-Hop"), "")                       // hop-by-hop dropped
 		is.Equal(v.Headers.Get("Authorization"), "Basic dXNlcjpwdw==")
@@ -442,6 +447,7 @@ func TestProxy(t *testing.T) {
 
 	t.Run("close ends websockets", func(t *testing.T) {
 		is := is.New(t)
+		running := goleak.IgnoreCurrent()
 		e2 := newEnv(t, m)
 		conn, br := websocket(t, e2.srv.Listener.Addr().String(), "7070-"+host, "/echo")
 		echo(t, conn, br, "before close")
@@ -455,6 +461,8 @@ func TestProxy(t *testing.T) {
 		e2.p.ServeHTTP(rec, req)
 		is.Equal(rec.Code, 503) // closed
 		is.Equal(rec.Header().Get("X-Opensbx-Preview"), "shutting-down")
+		e2.client.CloseIdleConnections()
+		goleak.VerifyNone(t, running) // nothing of e2's proxy or tunnel is left
 	})
 
 	t.Run("nothing listening", func(t *testing.T) {
