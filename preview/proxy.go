@@ -232,13 +232,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
 	x := &exchange{}
-	if p.enter() {
-		p.serve(rec, r, x)
-		p.wg.Done()
-	} else {
+	defer func() {
+		// ReverseProxy panics with http.ErrAbortHandler when a response
+		// breaks off mid-way (the client left, the sandbox went away):
+		// log it, then let the server see the panic.
+		if v := recover(); v != nil {
+			x.gone = true
+			p.logRequest(r, rec, x, start)
+			panic(v)
+		}
+		p.logRequest(r, rec, x, start)
+	}()
+	if !p.enter() {
 		p.write(rec, &answer{http.StatusServiceUnavailable, "shutting-down", "the preview proxy is shutting down"})
+		return
 	}
-	p.logRequest(r, rec, x, start)
+	defer p.wg.Done()
+	p.serve(rec, r, x)
 }
 
 func (p *Proxy) serve(w *recorder, r *http.Request, x *exchange) {

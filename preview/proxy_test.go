@@ -234,9 +234,9 @@ func (e *env) waitReady(t *testing.T, host, path string, headers ...string) {
 const (
 	mainPage   = "main port\n"
 	secondPage = "second port\n"
-	// streamCGI prints a line, then waits for /tmp/go (which the test
-	// writes only after it has read that line), then prints another.
-	streamCGI = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho first\nwhile [ ! -e /tmp/go ]; do sleep 0.05; done\necho second\n"
+	// streamCGI prints a line, then waits for /tmp/go-<query> (which the
+	// test writes only after it has read that line), then prints another.
+	streamCGI = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho first\nwhile [ ! -e \"/tmp/go-$QUERY_STRING\" ]; do sleep 0.05; done\necho second\n"
 )
 
 // Ports of the web sandbox: busybox httpd on the first two, the upstream
@@ -423,7 +423,7 @@ func TestProxy(t *testing.T) {
 
 	t.Run("streamed response", func(t *testing.T) {
 		is := is.New(t)
-		req, _ := http.NewRequest("GET", e.srv.URL+"/cgi-bin/stream", nil)
+		req, _ := http.NewRequest("GET", e.srv.URL+"/cgi-bin/stream?a", nil)
 		req.Host = host
 		res, err := e.client.Do(req)
 		is.NoErr(err)
@@ -433,10 +433,38 @@ func TestProxy(t *testing.T) {
 		first, err := br.ReadString('\n')
 		is.NoErr(err)
 		is.Equal(first, "first\n") // arrived while the script still waits for /tmp/go
-		is.NoErr(m.WriteFile(context.Background(), sb.ID, "/tmp/go", nil, 0))
+		is.NoErr(m.WriteFile(context.Background(), sb.ID, "/tmp/go-a", nil, 0))
 		rest, err := io.ReadAll(br)
 		is.NoErr(err)
 		is.Equal(string(rest), "second\n")
+	})
+
+	t.Run("client leaves mid-stream", func(t *testing.T) {
+		is := is.New(t)
+		e2 := newEnv(t, m)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", e2.srv.URL+"/cgi-bin/stream?b", nil)
+		req.Host = host
+		res, err := e2.client.Do(req)
+		is.NoErr(err)
+		first, err := bufio.NewReader(res.Body).ReadString('\n')
+		is.NoErr(err)
+		is.Equal(first, "first\n")
+		cancel() // leave while the sandbox still streams
+		res.Body.Close()
+		closed := make(chan struct{})
+		go func() {
+			e2.srv.Close()
+			e2.p.Close() // waits for the aborted request
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(time.Minute): // a hang guard, not a timing assertion
+			t.Fatal("Close still waiting a minute after the client left")
+		}
+		is.True(strings.Contains(e2.log.String(), `"status":499`))              // logged as cut off
+		is.NoErr(m.WriteFile(context.Background(), sb.ID, "/tmp/go-b", nil, 0)) // let the script end
 	})
 
 	t.Run("websocket", func(t *testing.T) {
