@@ -96,6 +96,8 @@ type server struct {
 	baseDomain string
 	openapi    []byte // the OpenAPI document with servers set to prefix
 	routes     *http.ServeMux
+	// preview, when set, gives "url" and private previews (WithPreview).
+	preview Preview
 }
 
 func newServer(m *opensbx.Manager, opts []Option) *server {

@@ -32,6 +32,7 @@ type sandboxView struct {
 	ExitCode   *int               `json:"exit_code,omitempty"`
 	OOMKilled  bool               `json:"oom_killed,omitempty"`
 	URL        string             `json:"url,omitempty"`
+	Private    bool               `json:"private,omitempty"`
 }
 
 func rfc3339(t time.Time) string {
@@ -58,8 +59,12 @@ func timeOrNull(t time.Time) any {
 	return rfc3339(t)
 }
 
-// url is the public address of sandbox sb, or "" (see WithBaseDomain).
+// url is the public address of sandbox sb, or "" (see WithPreview and
+// WithBaseDomain).
 func (s *server) url(sb *opensbx.Sandbox) string {
+	if s.preview != nil {
+		return s.preview.URL(sb)
+	}
 	if s.baseDomain == "" || len(sb.Ports) == 0 {
 		return ""
 	}
@@ -88,6 +93,7 @@ func (s *server) view(sb *opensbx.Sandbox, detail bool) sandboxView {
 		CreatedAt: nullableTime(sb.CreatedAt),
 		ExpiresAt: rfc3339(sb.ExpiresAt),
 		URL:       s.url(sb),
+		Private:   sb.Private,
 	}
 	if v.Ports == nil {
 		v.Ports = []string{}
@@ -133,6 +139,7 @@ type createRequest struct {
 	KeepImageCommand bool     `json:"keep_image_command"`
 	WorkingDir       string   `json:"working_dir"`
 	Pull             bool     `json:"pull"`
+	Private          *bool    `json:"private"` // nil: the server's default (WithPreview)
 }
 
 // handleSandboxCreate creates and starts a sandbox: 201 with the sandbox,
@@ -170,6 +177,7 @@ func (s *server) handleSandboxCreate() http.Handler {
 			KeepImageCommand: req.KeepImageCommand,
 			WorkingDir:       req.WorkingDir,
 			PullMissing:      req.Pull,
+			Private:          s.private(req.Private),
 		})
 		if err != nil {
 			s.fail(w, r, err)
@@ -179,7 +187,7 @@ func (s *server) handleSandboxCreate() http.Handler {
 		if !res.Created {
 			status = http.StatusOK
 		}
-		encode(w, status, s.view(res.Sandbox, true))
+		encode(w, status, s.createView(res.Sandbox))
 	})
 }
 

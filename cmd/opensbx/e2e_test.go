@@ -183,7 +183,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Cleanup(func() { removeNamespace(t, cli, ns) })
 	key := "key-" + randomHex(8)
 	env := append(os.Environ(),
-		"ADDR=127.0.0.1:0", "STATE_DIR="+filepath.Join(dir, "state"), "NAMESPACE="+ns,
+		"ADDR=127.0.0.1:0", "PROXY_ADDR=127.0.0.1:0", "STATE_DIR="+filepath.Join(dir, "state"), "NAMESPACE="+ns,
 		"API_KEY="+key, "LOG_FORMAT=json", "DEFAULT_TIMEOUT=10m", "SHUTDOWN_TIMEOUT=5s")
 	srv := startServer(t, bin, env, key)
 
@@ -301,7 +301,7 @@ func TestOpenWarning(t *testing.T) {
 	var stderr syncBuffer
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, nil, envOf(map[string]string{"ADDR": "0.0.0.0:0", "STATE_DIR": t.TempDir(), "NAMESPACE": ns,
+		errc <- run(ctx, nil, envOf(map[string]string{"ADDR": "0.0.0.0:0", "PROXY_ADDR": "", "STATE_DIR": t.TempDir(), "NAMESPACE": ns,
 			"DOCKER_HOST": os.Getenv("DOCKER_HOST")}), io.Discard, &stderr)
 	}()
 	deadline := time.Now().Add(30 * time.Second)

@@ -1,12 +1,14 @@
 // Command opensbx is the Opensbx server: the HTTP API v1 (docs/http.md) over
-// a Manager on the local Docker engine.
+// a Manager on the local Docker engine, and the preview proxy (package
+// preview) that serves every port a sandbox publishes at
+// http://<name>.localhost:3000.
 //
 // Every setting is a flag and an environment variable of the same name in
 // upper case with underscores (a flag wins over the variable):
 //
 //	-addr              ADDR               listen address (default 127.0.0.1:8080)
 //	-api-key           API_KEY            comma-separated Bearer keys; empty = no auth
-//	-base-domain       BASE_DOMAIN        sandbox URLs http://<name>.<domain>
+//	-base-domain       BASE_DOMAIN        preview URLs <name>.<domain> (default localhost)
 //	-state-dir         STATE_DIR          state kept across restarts (default ./opensbx-data)
 //	-namespace         NAMESPACE          sandboxes this server owns (default "default")
 //	-default-timeout   DEFAULT_TIMEOUT    sandbox TTL: seconds or a Go duration (default 15m)
@@ -19,13 +21,32 @@
 //	-log-level         LOG_LEVEL          debug, info, warn or error (default info)
 //	-shutdown-timeout  SHUTDOWN_TIMEOUT   grace for in-flight requests on SIGINT/SIGTERM (default 15s)
 //
+// The preview proxy:
+//
+//	-proxy-addr             PROXY_ADDR              listen address (default 127.0.0.1:3000; empty or "off": no proxy)
+//	-preview-private        PREVIEW_PRIVATE         sandboxes private unless created with "private": false (default false)
+//	-preview-secret-file    PREVIEW_SECRET_FILE     key of tokens and links, made on first start (default <state-dir>/preview-secret)
+//	-proxy-dial-timeout     PROXY_DIAL_TIMEOUT      bound on connecting to a sandbox's port, then 502 (default 5s)
+//	-proxy-response-timeout PROXY_RESPONSE_TIMEOUT  bound on a sandbox's response headers, then 504 (default 2m)
+//	-preview-link-ttl       PREVIEW_LINK_TTL        validity of the signed link in create responses (default 1h)
+//
+// A local BASE_DOMAIN (localhost or *.localhost, which resolve to loopback
+// without DNS) gives URLs http://<name>.<domain>:<proxy port>; any other
+// gives https://<name>.<domain>, for a TLS terminator in front of the
+// proxy; a BASE_DOMAIN starting with http:// or https:// (with an optional
+// :port) is used as given. With the proxy off, sandboxes have no "url".
+// The server warns when previews are public by default and the proxy is
+// reachable beyond this machine.
+//
 // Prefer API_KEY over -api-key: flags are visible to other users in ps.
 //
-// On SIGINT or SIGTERM the server stops accepting connections, lets
-// requests in flight finish (streams are cut after the shutdown timeout)
-// and closes the Manager. Sandboxes are neither stopped nor deleted: they
-// keep their deadlines in the state directory, and the next server on the
-// same state directory and namespace picks them up.
+// On SIGINT or SIGTERM the server stops accepting connections on both
+// listeners, lets requests in flight finish (streams still open after the
+// shutdown timeout are cut; WebSockets through the proxy end once the
+// other requests are done) and closes the Manager. Sandboxes are neither
+// stopped nor deleted: they keep their deadlines in the state directory,
+// and the next server on the same state directory and namespace picks
+// them up.
 //
 // Exit codes: 0 after a clean shutdown, 2 for bad flags or settings, 3 when
 // the Docker engine cannot be reached, 1 for anything else.
@@ -43,7 +64,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {

@@ -9,12 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opensbx/opensbx"
 	"github.com/opensbx/opensbx/httpapi"
+	"github.com/opensbx/opensbx/preview"
 )
 
 // errUsage marks bad flags or settings (exit code 2); the message has been
@@ -47,12 +50,23 @@ type config struct {
 	logFormat       string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+
+	// The preview proxy.
+	proxyAddr       string // "" turns it off
+	previewPrivate  bool
+	secretFile      string
+	dialTimeout     time.Duration
+	responseTimeout time.Duration
+	linkTTL         time.Duration
 }
 
 // parseConfig reads flags, falling back to the environment, then defaults.
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+// An empty environment variable counts as unset, except PROXY_ADDR, where
+// empty turns the proxy off.
+func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("opensbx", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
 	str := func(name, def, usage string) *string {
 		env := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if v := getenv(env); v != "" {
@@ -63,7 +77,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	addr := str("addr", "127.0.0.1:8080", "listen address")
 	// Not str: the usage text would print the key from the environment.
 	apiKey := fs.String("api-key", "", "comma-separated Bearer API keys; empty disables auth (env API_KEY, preferred)")
-	baseDomain := str("base-domain", "", "domain of sandbox URLs, http://<name>.<domain>")
+	baseDomain := str("base-domain", "localhost", "domain of preview URLs <name>.<domain>; a local one (localhost, *.localhost) gives http://<name>.<domain>:<proxy port>, another https://<name>.<domain>; a leading http:// or https:// (and a :port) is kept as given")
 	stateDir := str("state-dir", "./opensbx-data", "directory of the state kept across restarts")
 	namespace := str("namespace", opensbx.DefaultNamespace, "namespace of the sandboxes this server owns")
 	defTimeout := str("default-timeout", "", "default sandbox TTL: seconds or a Go duration (default 15m)")
@@ -75,6 +89,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	logFormat := str("log-format", "json", "log format: json or text")
 	logLevel := str("log-level", "info", "log level: debug, info, warn or error")
 	shutdown := str("shutdown-timeout", "15s", "grace for requests in flight at shutdown: seconds or a Go duration")
+	proxyDef := "127.0.0.1:3000"
+	if v, ok := lookupEnv("PROXY_ADDR"); ok {
+		proxyDef = v
+	}
+	proxyAddr := fs.String("proxy-addr", proxyDef, `listen address of the preview proxy; empty or "off" turns it off (env PROXY_ADDR)`)
+	private := str("preview-private", "false", "make sandboxes private unless their create request says otherwise: true or false")
+	secretFile := str("preview-secret-file", "", "file of the key preview tokens are signed with, made on first start, mode 0600 (default <state-dir>/preview-secret)")
+	dialTimeout := str("proxy-dial-timeout", preview.DefaultDialTimeout.String(), "bound on connecting to a sandbox's port (then 502)")
+	responseTimeout := str("proxy-response-timeout", preview.DefaultResponseTimeout.String(), "bound on waiting for a sandbox's response headers (then 504)")
+	linkTTL := str("preview-link-ttl", preview.DefaultLinkTTL.String(), "how long the signed link of a private sandbox's create response stays valid")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return config{}, err
@@ -87,7 +111,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if *apiKey == "" {
 		*apiKey = getenv("API_KEY")
 	}
-	c := config{addr: *addr, baseDomain: *baseDomain, stateDir: *stateDir, namespace: *namespace, dockerHost: *dockerHost}
+	c := config{addr: *addr, baseDomain: *baseDomain, stateDir: *stateDir, namespace: *namespace, dockerHost: *dockerHost,
+		proxyAddr: strings.TrimSpace(*proxyAddr), secretFile: *secretFile}
+	if strings.EqualFold(c.proxyAddr, "off") {
+		c.proxyAddr = ""
+	}
+	if c.secretFile == "" {
+		c.secretFile = filepath.Join(c.stateDir, "preview-secret")
+	}
 	for _, k := range strings.Split(*apiKey, ",") {
 		if k = strings.TrimSpace(k); k != "" {
 			c.apiKeys = append(c.apiKeys, k)
@@ -103,6 +134,24 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.shutdownTimeout, err = parseDuration(*shutdown); err != nil || c.shutdownTimeout < 0 {
 		bad("shutdown-timeout", fmt.Errorf("want seconds or a Go duration, got %q", *shutdown))
+	}
+	positive := func(name, v string, dst *time.Duration) {
+		if d, err := parseDuration(v); err != nil || d <= 0 {
+			bad(name, fmt.Errorf("want positive seconds or a Go duration, got %q", v))
+		} else {
+			*dst = d
+		}
+	}
+	positive("proxy-dial-timeout", *dialTimeout, &c.dialTimeout)
+	positive("proxy-response-timeout", *responseTimeout, &c.responseTimeout)
+	positive("preview-link-ttl", *linkTTL, &c.linkTTL)
+	if c.previewPrivate, err = strconv.ParseBool(*private); err != nil {
+		bad("preview-private", fmt.Errorf("want true or false, got %q", *private))
+	}
+	if c.proxyAddr != "" {
+		if _, _, err := net.SplitHostPort(c.proxyAddr); err != nil {
+			bad("proxy-addr", fmt.Errorf("want host:port, got %q", c.proxyAddr))
+		}
 	}
 	intOpt := func(name, v string, dst *int64) {
 		if v == "" {
@@ -163,10 +212,51 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// isLocalDomain reports whether a base domain resolves to loopback by
+// itself (RFC 6761: localhost and every name under it).
+func isLocalDomain(domain string) bool {
+	d := strings.TrimSuffix(strings.ToLower(domain), ".")
+	return d == "localhost" || strings.HasSuffix(d, ".localhost")
+}
+
+// previewBaseURL is the base URL of preview links for BASE_DOMAIN domain
+// and the proxy listening on addr: given as is with a scheme;
+// http://<domain>:<port> for a local domain (no port for 80);
+// https://<domain> for any other, which needs a TLS terminator in front.
+func previewBaseURL(domain string, addr net.Addr) string {
+	d := strings.TrimSpace(domain)
+	if l := strings.ToLower(d); strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://") {
+		return d
+	}
+	if !isLocalDomain(d) {
+		return "https://" + d
+	}
+	_, port, _ := net.SplitHostPort(addr.String())
+	if port == "80" {
+		return "http://" + d
+	}
+	return "http://" + d + ":" + port
+}
+
+// newServer is one of the two servers (API and previews). Neither has a read or write
+// timeout: uploads, log streams, server-sent events and WebSockets run
+// for as long as they run; ReadHeaderTimeout stops clients that never
+// finish a request, IdleTimeout frees idle keep-alive connections.
+func newServer(h http.Handler, baseCtx context.Context, logs slog.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ErrorLog:          slog.NewLogLogger(logs, slog.LevelWarn),
+	}
+}
+
 // run is the whole server: it returns after ctx is cancelled and the
 // shutdown has finished, or on a startup error.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	c, err := parseConfig(args, getenv, stderr)
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	c, err := parseConfig(args, lookupEnv, stderr)
 	if err != nil {
 		return err
 	}
@@ -214,45 +304,110 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	defer ln.Close()
+	apiOpts := []httpapi.Option{httpapi.WithAPIKeys(c.apiKeys...), httpapi.WithLogger(log)}
+
+	var (
+		proxy   *preview.Proxy
+		proxyLn net.Listener
+		baseURL string
+	)
+	if c.proxyAddr != "" {
+		if proxyLn, err = net.Listen("tcp", c.proxyAddr); err != nil {
+			return fmt.Errorf("listen for previews: %w", err)
+		}
+		defer proxyLn.Close()
+		baseURL = previewBaseURL(c.baseDomain, proxyLn.Addr())
+		if proxy, err = newProxy(m, c, baseURL, log); err != nil {
+			return err
+		}
+		defer proxy.Close()
+		apiOpts = append(apiOpts, httpapi.WithPreview(proxy))
+		if !c.previewPrivate && (!isLoopback(c.proxyAddr) || !isLocalDomain(c.baseDomain)) {
+			log.Warn("previews are public by default: anyone who reaches the proxy reaches every sandbox's ports; set PREVIEW_PRIVATE=true",
+				"proxy_addr", c.proxyAddr, "base_url", baseURL)
+		}
+	}
+
 	// Requests get a context that outlives the shutdown grace only as
 	// long as needed: it is cancelled when the grace is over, which ends
-	// streams (logs, stats, waits) that would otherwise hold the shutdown.
+	// streams (logs, stats, waits, WebSockets) that would otherwise hold
+	// the shutdown.
 	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
-	srv := &http.Server{
-		Handler: httpapi.New(m,
-			httpapi.WithAPIKeys(c.apiKeys...),
-			httpapi.WithBaseDomain(c.baseDomain),
-			httpapi.WithLogger(log)),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
-		ErrorLog:          slog.NewLogLogger(h, slog.LevelWarn),
+	servers := []*http.Server{newServer(httpapi.New(m, apiOpts...), baseCtx, h)}
+	listeners := []net.Listener{ln}
+	if proxy != nil {
+		servers = append(servers, newServer(proxy, baseCtx, h))
+		listeners = append(listeners, proxyLn)
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "namespace", c.namespace, "state_dir", c.stateDir,
-		"auth", len(c.apiKeys) > 0, "base_domain", c.baseDomain)
+	serveErr := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { serveErr <- srv.Serve(listeners[i]) }()
+	}
+	attrs := []any{"addr", ln.Addr().String(), "namespace", c.namespace, "state_dir", c.stateDir, "auth", len(c.apiKeys) > 0}
+	if proxy != nil {
+		attrs = append(attrs, "proxy_addr", proxyLn.Addr().String(), "preview_base_url", baseURL, "preview_private", c.previewPrivate)
+	}
+	log.Info("listening", attrs...)
 
+	var failed error
+	pending := len(servers)
 	select {
 	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
+		failed, pending = fmt.Errorf("serve: %w", err), pending-1
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing requests in flight", "grace", c.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
-	err = srv.Shutdown(sctx)
-	cancel()
-	if err != nil {
-		log.Warn("grace period over: cutting remaining requests", "err", err)
-		cancelBase()
-		srv.Close()
+	var wg sync.WaitGroup
+	var cut sync.Once
+	for _, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(sctx); err != nil {
+				cut.Do(func() { log.Warn("grace period over: cutting remaining requests", "err", err) })
+				cancelBase()
+				srv.Close()
+			}
+		}()
 	}
-	<-serveErr
+	wg.Wait()
+	cancel()
+	for ; pending > 0; pending-- {
+		<-serveErr
+	}
+	if proxy != nil {
+		proxy.Close() // ends WebSockets, which Shutdown does not wait for
+	}
 	if err := m.Close(); err != nil {
-		return fmt.Errorf("close manager: %w", err)
+		return errors.Join(failed, fmt.Errorf("close manager: %w", err))
+	}
+	if failed != nil {
+		return failed
 	}
 	log.Info("stopped; sandboxes keep running with their deadlines")
 	return nil
+}
+
+// newProxy makes the preview proxy of the server, with its secret from
+// the secret file (made on first start).
+func newProxy(m *opensbx.Manager, c config, baseURL string, log *slog.Logger) (*preview.Proxy, error) {
+	secret, err := preview.LoadOrCreateSecret(c.secretFile)
+	if err != nil {
+		return nil, err
+	}
+	p, err := preview.New(m,
+		preview.WithBaseURL(baseURL),
+		preview.WithSecret(secret),
+		preview.WithPrivateByDefault(c.previewPrivate),
+		preview.WithDialTimeout(c.dialTimeout),
+		preview.WithResponseTimeout(c.responseTimeout),
+		preview.WithLinkTTL(c.linkTTL),
+		preview.WithLogger(log))
+	if errors.Is(err, opensbx.ErrInvalid) {
+		return nil, fmt.Errorf("%w: base-domain: %w", errUsage, err)
+	}
+	return p, err
 }

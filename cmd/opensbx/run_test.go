@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,8 +14,8 @@ import (
 	"github.com/opensbx/opensbx"
 )
 
-func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
 func TestParseConfigEnvAndFlags(t *testing.T) {
@@ -50,12 +52,69 @@ func TestParseConfigEnvAndFlags(t *testing.T) {
 	is.Equal(c.stateDir, "./opensbx-data")
 	is.Equal(c.apiKeys, []string(nil)) // no auth
 	is.Equal(c.shutdownTimeout, 15*time.Second)
+	is.Equal(c.proxyAddr, "127.0.0.1:3000") // previews on by default
+	is.Equal(c.baseDomain, "localhost")
+	is.Equal(c.previewPrivate, false) // public by default
+	is.Equal(c.secretFile, filepath.Join("opensbx-data", "preview-secret"))
+	is.Equal(c.dialTimeout, 5*time.Second)
+	is.Equal(c.responseTimeout, 2*time.Minute)
+	is.Equal(c.linkTTL, time.Hour)
+}
+
+func TestParseConfigPreview(t *testing.T) {
+	is := is.New(t)
+	c, err := parseConfig(nil, envOf(map[string]string{
+		"PROXY_ADDR": "0.0.0.0:8000", "BASE_DOMAIN": "sbx.example.com", "PREVIEW_PRIVATE": "true",
+		"STATE_DIR": "/var/lib/x", "PROXY_DIAL_TIMEOUT": "2", "PROXY_RESPONSE_TIMEOUT": "5m", "PREVIEW_LINK_TTL": "24h",
+	}), &bytes.Buffer{})
+	is.NoErr(err)
+	is.Equal(c.proxyAddr, "0.0.0.0:8000")
+	is.Equal(c.baseDomain, "sbx.example.com")
+	is.True(c.previewPrivate)
+	is.Equal(c.secretFile, "/var/lib/x/preview-secret") // in the state directory
+	is.Equal(c.dialTimeout, 2*time.Second)
+	is.Equal(c.responseTimeout, 5*time.Minute)
+	is.Equal(c.linkTTL, 24*time.Hour)
+
+	// Empty PROXY_ADDR (set, not unset), "off" or an empty flag turn the proxy off.
+	for _, env := range []map[string]string{{"PROXY_ADDR": ""}, {"PROXY_ADDR": "off"}, {"PROXY_ADDR": " OFF "}} {
+		c, err = parseConfig(nil, envOf(env), &bytes.Buffer{})
+		is.NoErr(err)
+		is.Equal(c.proxyAddr, "") // off
+	}
+	c, err = parseConfig([]string{"-proxy-addr="}, envOf(map[string]string{"PROXY_ADDR": "127.0.0.1:1"}), &bytes.Buffer{})
+	is.NoErr(err)
+	is.Equal(c.proxyAddr, "") // the flag wins
+
+	c, err = parseConfig([]string{"-preview-secret-file", "/run/secret"}, envOf(nil), &bytes.Buffer{})
+	is.NoErr(err)
+	is.Equal(c.secretFile, "/run/secret")
+}
+
+func TestPreviewBaseURL(t *testing.T) {
+	addr := func(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
+	for _, c := range []struct {
+		domain, addr, want string
+	}{
+		{"localhost", "127.0.0.1:3000", "http://localhost:3000"},
+		{"dev.localhost", "0.0.0.0:4000", "http://dev.localhost:4000"},
+		{"LOCALHOST", "127.0.0.1:80", "http://LOCALHOST"}, // port 80 left out
+		{"sbx.example.com", "127.0.0.1:3000", "https://sbx.example.com"},
+		{"http://sbx.example.com:3000", "127.0.0.1:3000", "http://sbx.example.com:3000"}, // as given
+		{"https://sbx.example.com:8443", "127.0.0.1:3000", "https://sbx.example.com:8443"},
+	} {
+		if got := previewBaseURL(c.domain, addr(c.addr)); got != c.want {
+			t.Errorf("previewBaseURL(%q, %s) = %q, want %q", c.domain, c.addr, got, c.want)
+		}
+	}
 }
 
 func TestParseConfigRejectsBadValues(t *testing.T) {
 	for _, c := range []struct{ env, value string }{
 		{"DEFAULT_TIMEOUT", "soon"}, {"DEFAULT_TIMEOUT", "-5"}, {"DEFAULT_MEMORY_MB", "1g"}, {"DEFAULT_CPUS", "-1"},
 		{"MAX_MEMORY_MB", "0"}, {"MAX_CPUS", "NaN"}, {"LOG_FORMAT", "xml"}, {"LOG_LEVEL", "loud"}, {"SHUTDOWN_TIMEOUT", "x"},
+		{"PROXY_ADDR", "3000"}, {"PREVIEW_PRIVATE", "maybe"}, {"PROXY_DIAL_TIMEOUT", "0"}, {"PROXY_RESPONSE_TIMEOUT", "soon"},
+		{"PREVIEW_LINK_TTL", "-1h"},
 	} {
 		_, err := parseConfig(nil, envOf(map[string]string{c.env: c.value}), &bytes.Buffer{})
 		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
