@@ -27,6 +27,11 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 	if st := stateOf(c.State); st != StateRunning {
 		return nil, sbxerr.Conflict("sandbox %s is %s", shortID(c.ID), st)
 	}
+	release, err := m.cmds.reserveCommand(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	attachStdin := opts.Stdin != nil || opts.OpenStdin
 	id := newCommandID()
 	env = append(env, commandIDEnv+"="+id)

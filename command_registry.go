@@ -27,9 +27,10 @@ type commandRegistry struct {
 	m       *Manager
 	persist bool // a state directory is configured
 
-	mu    sync.Mutex
-	boxes map[string]*sandboxCommands // by full container id
-	seq   uint64                      // finish order, for history pruning
+	mu       sync.Mutex
+	boxes    map[string]*sandboxCommands // by full container id
+	starting map[string]int              // commands being started, by sandbox (WithMaxCommands)
+	seq      uint64                      // finish order, for history pruning
 
 	persistMu sync.Mutex // orders store writes of finish against forget
 

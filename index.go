@@ -93,6 +93,13 @@ func (x *sandboxIndex) putLocked(id, name string) {
 	}
 }
 
+// size is the number of sandboxes known.
+func (x *sandboxIndex) size() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.byID)
+}
+
 // add records a sandbox this Manager just made.
 func (x *sandboxIndex) add(id, name string) {
 	x.mu.Lock()

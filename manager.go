@@ -39,6 +39,7 @@ type Manager struct {
 	stats   statsCache
 	records recordSet
 	pool    *pool
+	quota   quota
 }
 
 // New connects to the Docker engine, checks that it answers, opens the state

@@ -547,3 +547,40 @@ func TestUnitFilesThroughFake(t *testing.T) {
 	_, _, err = m.ReadFile(ctx, sb.ID, "/nope")
 	is.True(errors.Is(err, ErrNotFound))
 }
+
+func TestUnitQuotas(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	m, fe, _ := fakeSetup(t, WithMaxSandboxes(2), WithMaxCommands(1))
+	a := fakeCreate(t, m, CreateOptions{})
+	fakeCreate(t, m, CreateOptions{})
+	_, err := m.Create(ctx, CreateOptions{Image: fakeImage})
+	is.True(errors.Is(err, ErrRateLimited)) // third sandbox
+	is.NoErr(m.Delete(ctx, a.ID))
+	b := fakeCreate(t, m, CreateOptions{}) // room again
+	// Concurrent creates never go over the maximum.
+	is.NoErr(m.Delete(ctx, b.ID))
+	var wg sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.Create(ctx, CreateOptions{Image: fakeImage}) }()
+	}
+	wg.Wait()
+	list, err := m.List(ctx)
+	is.NoErr(err)
+	is.Equal(len(list), 2) // never more than the maximum
+
+	// A command that does not end blocks a second one.
+	release := make(chan struct{})
+	fe.Script = func(c engine.Container, spec engine.ExecSpec) ([]byte, []byte, int) {
+		<-release
+		return nil, nil, 0
+	}
+	_, err = m.Exec(ctx, list[0].ID, ExecOptions{Command: "sleep"})
+	is.NoErr(err)
+	_, err = m.Exec(ctx, list[0].ID, ExecOptions{Command: "sleep"})
+	is.True(errors.Is(err, ErrRateLimited)) // second running command
+	_, err = m.Exec(ctx, list[1].ID, ExecOptions{Command: "true"})
+	is.NoErr(err) // other sandboxes are not limited
+	close(release)
+}

@@ -271,6 +271,16 @@ func (p *pool) take(ctx context.Context, t *poolTemplate, imageID string) (strin
 	return "", false
 }
 
+// size is the number of ready and filling sandboxes (0 without a pool).
+func (p *pool) size() int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.totalLocked()
+}
+
 // forget drops a ready sandbox that died or was removed.
 func (p *pool) forget(id string) {
 	if p == nil {
@@ -345,7 +355,7 @@ func (p *pool) run(ctx context.Context) {
 				next = min(next, wait)
 				continue
 			}
-			for len(p.ready[t.key])+p.filling[t.key] < t.Size && p.totalLocked() < p.max {
+			for len(p.ready[t.key])+p.filling[t.key] < t.Size && p.totalLocked() < p.max && p.m.roomForPool(p.totalLocked()) {
 				select {
 				case slots <- struct{}{}:
 				default:

@@ -58,7 +58,12 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (*CreateResult
 			if tmpl != nil && err != errPoolMiss {
 				m.log.Warn("pooled sandbox unusable; creating one", "err", err)
 			}
+			release, qerr := m.reserveSandbox()
+			if qerr != nil {
+				return nil, fmt.Errorf("create sandbox: %w", qerr)
+			}
 			res, err = m.create(ctx, o, img, name, spec)
+			release()
 		}
 		if err == nil {
 			return res, nil
