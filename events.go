@@ -22,6 +22,10 @@ const (
 	EventResumed   EventType = "resumed"
 	EventRenewed   EventType = "renewed"
 	EventDeleted   EventType = "deleted"
+	// EventStopping comes before the engine is asked to stop, restart or
+	// remove a sandbox, so that a cache of its host ports drops them before
+	// the engine frees them for others.
+	EventStopping EventType = "stopping"
 )
 
 // Event reports a change to one of the Manager's sandboxes: a call that

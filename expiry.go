@@ -211,6 +211,7 @@ func (e *expiry) expire(ctx context.Context, id string) {
 	}
 	e.mu.Unlock()
 	name := e.m.index.nameOf(id)
+	e.m.publish(Event{Type: EventStopping, SandboxID: id, Name: name, Expired: true})
 	var err error
 	action := "stop"
 	if e.m.cfg.deleteOnExpiry {

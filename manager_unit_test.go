@@ -357,7 +357,7 @@ func TestUnitTTLAndRenew(t *testing.T) {
 		evs.mu.Lock()
 		defer evs.mu.Unlock()
 		for _, ev := range evs.got {
-			if ev.Expired {
+			if ev.Expired && ev.Type != EventStopping {
 				return ev, true
 			}
 		}

@@ -36,6 +36,7 @@ func (m *Manager) Stop(ctx context.Context, id string) (*Sandbox, error) {
 		if stateOf(c.State) == StateStopped {
 			return sbxerr.Conflict("sandbox is already stopped")
 		}
+		m.publish(Event{Type: EventStopping, SandboxID: c.ID, Name: m.nameOf(c)})
 		if err := m.engine.Stop(ctx, c.ID, m.cfg.stopTimeout); err != nil {
 			return err
 		}
@@ -47,6 +48,7 @@ func (m *Manager) Stop(ctx context.Context, id string) (*Sandbox, error) {
 // works from running, paused and stopped.
 func (m *Manager) Restart(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, EventRestarted, func(ctx context.Context, c engine.Container) error {
+		m.publish(Event{Type: EventStopping, SandboxID: c.ID, Name: m.nameOf(c)})
 		if err := m.engine.Restart(ctx, c.ID, m.cfg.stopTimeout); err != nil {
 			return err
 		}
@@ -131,6 +133,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("delete sandbox: %w", err)
 	}
+	m.publish(Event{Type: EventStopping, SandboxID: c.ID, Name: m.nameOf(c)})
 	if err := m.remove(ctx, c.ID); err != nil {
 		return err
 	}
