@@ -42,7 +42,7 @@ func routes() []route {
 	// state: a call that needs the sandbox or command in another state.
 	state := join(sandbox, opensbx.ErrConflict)
 	const (
-		ok, created, noContent            = http.StatusOK, http.StatusCreated, http.StatusNoContent
+		ok, created, accepted, noContent  = http.StatusOK, http.StatusCreated, http.StatusAccepted, http.StatusNoContent
 		bad, notFound, conflict, tooLarge = http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge
 	)
 	return []route{
@@ -91,6 +91,13 @@ func routes() []route {
 		{method: "DELETE", path: "/sandboxes/{id}/files", handler: (*server).handleFileDelete, answers: []int{noContent, bad},
 			fails: join(state, opensbx.ErrUnsupported)},
 		{method: "GET", path: "/sandboxes/{id}/files/list", handler: (*server).handleFileList, answers: []int{ok, bad}, fails: sandbox},
+
+		// MCP (Streamable HTTP, stateless: POST only). Tool failures are
+		// inside its 200 answers; the statuses are the transport's own
+		// (202 for a notification, 403 for the Host check, 415 for a body
+		// that is not JSON).
+		{method: "POST", path: "/mcp", handler: (*server).handleMCP,
+			answers: []int{ok, accepted, bad, http.StatusForbidden, tooLarge, http.StatusUnsupportedMediaType}},
 	}
 }
 
