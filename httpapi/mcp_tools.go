@@ -685,10 +685,11 @@ var errLogsFull = errors.New("command_logs result is full")
 
 // logsSince answers command_logs: the output after in.Cursor that is there
 // now (or, with in.Wait, that arrives within it), bounded by mcpLogsMax.
-// FollowOutput replays what is kept at once and then waits for more; the
-// follow ends mcpLogsIdle after the last record (or after in.Wait when there
-// was none). Whatever was returned, the cursor continues right after it,
-// so a short wait only makes results smaller, never loses output.
+// FollowOutput replays what is kept at once and then waits for more: for a
+// running command the follow ends mcpLogsIdle after the last record (or
+// after in.Wait when there was none), for an ended one after its exit
+// record. Whatever was returned, the cursor continues right after it, so a
+// slow replay only makes a result smaller, never loses output.
 func (s *server) logsSince(ctx context.Context, in commandLogsArgs) (logsResult, error) {
 	if err := firstErr(required("sandbox_id", in.SandboxID), required("command_id", in.CommandID)); err != nil {
 		return logsResult{}, err
@@ -696,18 +697,25 @@ func (s *server) logsSince(ctx context.Context, in commandLogsArgs) (logsResult,
 	if !(in.Wait >= 0 && in.Wait <= mcpLogsWaitMax) {
 		return logsResult{}, badRequest(fmt.Sprintf(`"wait" must be 0 to %d seconds`, mcpLogsWaitMax))
 	}
-	if _, err := s.m.Command(ctx, in.SandboxID, in.CommandID); err != nil {
+	cmd, err := s.m.Command(ctx, in.SandboxID, in.CommandID)
+	if err != nil {
 		return logsResult{}, err
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	timer := time.AfterFunc(max(time.Duration(in.Wait*float64(time.Second)), mcpLogsIdle), cancel)
-	defer timer.Stop()
+	// An ended command's follow returns by itself after the exit record;
+	// a running one's is ended by the timer.
+	reset := func() {}
+	if !cmd.Done() {
+		timer := time.AfterFunc(max(time.Duration(in.Wait*float64(time.Second)), mcpLogsIdle), cancel)
+		defer timer.Stop()
+		reset = func() { timer.Reset(mcpLogsIdle) }
+	}
 
 	var stdout, stderr []byte
 	var stdoutDropped, stderrDropped int64
 	cursor, done := in.Cursor, false
-	err := s.m.FollowOutput(fctx, in.SandboxID, in.CommandID, in.Cursor, func(rec opensbx.OutputRecord) error {
+	err = s.m.FollowOutput(fctx, in.SandboxID, in.CommandID, in.Cursor, func(rec opensbx.OutputRecord) error {
 		n := len(stdout) + len(stderr)
 		if n > 0 && n+len(rec.Data) > mcpLogsMax {
 			return errLogsFull
@@ -727,7 +735,7 @@ func (s *server) logsSince(ctx context.Context, in commandLogsArgs) (logsResult,
 			done = true
 		}
 		cursor = rec.Cursor
-		timer.Reset(mcpLogsIdle)
+		reset()
 		return nil
 	})
 	switch {
@@ -737,9 +745,10 @@ func (s *server) logsSince(ctx context.Context, in commandLogsArgs) (logsResult,
 	default:
 		return logsResult{}, err
 	}
-	cmd, err := s.m.Command(ctx, in.SandboxID, in.CommandID)
-	if err != nil {
-		return logsResult{}, err
+	if done {
+		if cmd, err = s.m.Command(ctx, in.SandboxID, in.CommandID); err != nil {
+			return logsResult{}, err
+		}
 	}
 	return logsResult{logsResponse: logsOf(stdout, stderr, stdoutDropped, stderrDropped, cmd.ExitCode), Cursor: cursor, Done: done}, nil
 }
