@@ -174,7 +174,8 @@ func addTool[In, Out any](s *server, srv *mcp.Server, t *mcp.Tool, fix func(in, 
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.ErrorContext(ctx, "panic in MCP tool", "request_id", requestID(ctx), "tool", t.Name, "panic", p, "stack", string(debug.Stack()))
-				res = s.toolError(ctx, t.Name, errors.New("panic"))
+				res = &mcp.CallToolResult{Meta: toolMeta(http.StatusInternalServerError, codeInternal), IsError: true,
+					Content: []mcp.Content{&mcp.TextContent{Text: "internal error (request id " + requestID(ctx) + ")"}}}
 			}
 			s.log.InfoContext(ctx, "mcp tool", "request_id", requestID(ctx), "tool", t.Name, "error", res != nil && res.IsError, "duration", time.Since(start))
 		}()
