@@ -50,10 +50,20 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// wrapRoute is wrap for one route of the table; the statuses it answers
+// are reported to the observer, if any (tests).
+func (s *server) wrapRoute(rt route) http.Handler {
+	return s.middleware(rt.handler(s), rt.open, rt.method+" "+rt.path)
+}
+
 // wrap is the middleware of every route: a request id (the client's
 // X-Request-Id when it is sane, else a new one, echoed in the response),
 // Bearer auth unless open, panic recovery and one log line per request.
 func (s *server) wrap(h http.Handler, open bool) http.Handler {
+	return s.middleware(h, open, "")
+}
+
+func (s *server) middleware(h http.Handler, open bool, route string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-Id")
@@ -75,6 +85,9 @@ func (s *server) wrap(h http.Handler, open bool) http.Handler {
 			}
 			s.log.InfoContext(r.Context(), "request", "request_id", id, "method", r.Method, "path", r.URL.Path,
 				"status", rec.statusOr200(), "bytes", rec.bytes, "duration", time.Since(start))
+			if s.observe != nil && route != "" {
+				s.observe(route, rec.statusOr200())
+			}
 		}()
 		if !open && !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="opensbx"`)

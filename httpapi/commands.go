@@ -70,6 +70,14 @@ type runRequest struct {
 	OpenStdin bool `json:"open_stdin"`
 }
 
+// options validates the request and turns it into the Manager's options.
+func (req runRequest) options() (opensbx.ExecOptions, error) {
+	if req.Command == "" {
+		return opensbx.ExecOptions{}, badRequest(`"command" is required`)
+	}
+	return opensbx.ExecOptions{Command: req.Command, Args: req.Args, Cwd: req.Cwd, Env: req.Env, User: req.User, OpenStdin: req.OpenStdin}, nil
+}
+
 // handleCommandRun starts a command and answers at once with it; with
 // ?wait=true the answer is ND-JSON: {"command":...} while it runs, then
 // {"command":...} once it finished.
@@ -85,12 +93,13 @@ func (s *server) handleCommandRun() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		if req.Command == "" {
-			s.fail(w, r, badRequest(`"command" is required`))
+		opts, err := req.options()
+		if err != nil {
+			s.fail(w, r, err)
 			return
 		}
 		id := r.PathValue("id")
-		cmd, err := s.m.Exec(r.Context(), id, opensbx.ExecOptions{Command: req.Command, Args: req.Args, Cwd: req.Cwd, Env: req.Env, User: req.User, OpenStdin: req.OpenStdin})
+		cmd, err := s.m.Exec(r.Context(), id, opts)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -124,6 +133,14 @@ type commandListResponse struct {
 	Commands []commandView `json:"commands"`
 }
 
+func commandListOf(cmds []*opensbx.Command) commandListResponse {
+	out := commandListResponse{Commands: make([]commandView, 0, len(cmds))}
+	for _, c := range cmds {
+		out.Commands = append(out.Commands, commandOf(c))
+	}
+	return out
+}
+
 func (s *server) handleCommandList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cmds, err := s.m.Commands(r.Context(), r.PathValue("id"))
@@ -131,11 +148,7 @@ func (s *server) handleCommandList() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		out := commandListResponse{Commands: make([]commandView, 0, len(cmds))}
-		for _, c := range cmds {
-			out.Commands = append(out.Commands, commandOf(c))
-		}
-		encode(w, http.StatusOK, out)
+		encode(w, http.StatusOK, commandListOf(cmds))
 	})
 }
 
@@ -161,36 +174,31 @@ func (s *server) handleCommandGet() http.Handler {
 }
 
 type killRequest struct {
-	// Signal is a number (15) or a name ("SIGKILL", "KILL"); absent means
-	// SIGTERM.
+	// Signal is a number (15) or a name ("SIGKILL", "KILL"); required.
 	Signal json.RawMessage `json:"signal"`
 }
 
+const msgSignal = `"signal" is required: a signal number 1-64 or a name such as "SIGTERM" or "KILL"`
+
+// parseSignal reads a signal number or name; absent or null is 400, as is
+// anything ParseSignal rejects (numbers outside 1-64, unknown names).
 func parseSignal(raw json.RawMessage) (syscall.Signal, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return syscall.SIGTERM, nil
+		return 0, badRequest(msgSignal)
 	}
 	var name string
 	if err := json.Unmarshal(raw, &name); err == nil {
-		sig, err := opensbx.ParseSignal(name)
-		if err != nil {
-			return 0, err
-		}
-		return sig, nil
+		return opensbx.ParseSignal(name)
 	}
 	var n int
 	if err := json.Unmarshal(raw, &n); err != nil {
-		return 0, badRequest(`"signal" must be a signal number or name`)
+		return 0, badRequest(`"signal" must be a signal number 1-64 or a name such as "SIGTERM"`)
 	}
-	sig, err := opensbx.ParseSignal(strconv.Itoa(n))
-	if err != nil {
-		return 0, err
-	}
-	return sig, nil
+	return opensbx.ParseSignal(strconv.Itoa(n))
 }
 
 // handleCommandKill signals a running command ({"signal":15} or a name;
-// the body may be empty for SIGTERM). A finished command is 409.
+// "signal" is required). A finished command is 409.
 func (s *server) handleCommandKill() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req killRequest
@@ -221,6 +229,20 @@ type logsResponse struct {
 	ExitCode      *int   `json:"exit_code,omitempty"`
 	StdoutDropped int64  `json:"stdout_dropped,omitempty"`
 	StderrDropped int64  `json:"stderr_dropped,omitempty"`
+}
+
+// logsOf builds the answer for kept output: both streams as text, or both
+// base64 when either is not valid UTF-8.
+func logsOf(stdout, stderr []byte, stdoutDropped, stderrDropped int64, exitCode *int) logsResponse {
+	resp := logsResponse{ExitCode: exitCode, StdoutDropped: stdoutDropped, StderrDropped: stderrDropped}
+	if utf8.Valid(stdout) && utf8.Valid(stderr) {
+		resp.Stdout, resp.Stderr = string(stdout), string(stderr)
+	} else {
+		resp.Encoding = "base64"
+		resp.Stdout = base64.StdEncoding.EncodeToString(stdout)
+		resp.Stderr = base64.StdEncoding.EncodeToString(stderr)
+	}
+	return resp
 }
 
 // logRecord is one line of a log stream. Data that is not valid UTF-8 is
@@ -270,15 +292,7 @@ func (s *server) handleCommandLogs() http.Handler {
 				s.fail(w, r, err)
 				return
 			}
-			resp := logsResponse{ExitCode: out.ExitCode, StdoutDropped: out.StdoutDropped, StderrDropped: out.StderrDropped}
-			if utf8.Valid(out.Stdout) && utf8.Valid(out.Stderr) {
-				resp.Stdout, resp.Stderr = string(out.Stdout), string(out.Stderr)
-			} else {
-				resp.Encoding = "base64"
-				resp.Stdout = base64.StdEncoding.EncodeToString(out.Stdout)
-				resp.Stderr = base64.StdEncoding.EncodeToString(out.Stderr)
-			}
-			encode(w, http.StatusOK, resp)
+			encode(w, http.StatusOK, logsOf(out.Stdout, out.Stderr, out.StdoutDropped, out.StderrDropped, out.ExitCode))
 			return
 		}
 		// Unknown sandbox or command: a plain 404, not a stream.

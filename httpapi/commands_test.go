@@ -93,7 +93,7 @@ func TestCommands(t *testing.T) {
 	want(t, a.call("GET", cmdURL(id, "/cmd_nope?wait=true"), nil), http.StatusNotFound, "NOT_FOUND")
 	want(t, a.call("GET", cmdURL(id, "/cmd_nope/logs"), nil), http.StatusNotFound, "NOT_FOUND")
 	want(t, a.call("GET", cmdURL(id, "/cmd_nope/logs?stream=true"), nil), http.StatusNotFound, "NOT_FOUND")
-	want(t, a.call("POST", cmdURL(id, "/cmd_nope/kill"), nil), http.StatusNotFound, "NOT_FOUND")
+	want(t, a.call("POST", cmdURL(id, "/cmd_nope/kill"), map[string]any{"signal": 15}), http.StatusNotFound, "NOT_FOUND")
 	want(t, a.call("POST", cmdURL(id, "/cmd_nope/stdin"), "x"), http.StatusNotFound, "NOT_FOUND")
 	want(t, a.call("POST", cmdURL("nope-x"), map[string]any{"command": "ls"}), http.StatusNotFound, "NOT_FOUND")
 	want(t, a.call("GET", cmdURL("nope-x"), nil), http.StatusNotFound, "NOT_FOUND")
@@ -113,14 +113,10 @@ func TestCommandKill(t *testing.T) {
 	a := newAPI(t, m)
 	id := a.createBusybox(nil)["id"].(string)
 
-	for _, sig := range []any{9, "SIGKILL", "term", nil} {
+	for _, sig := range []any{9, "SIGKILL", "term", 15} {
 		c := a.run(id, map[string]any{"command": "sleep", "args": []string{"300"}})
 		cid := c["id"].(string)
-		var body any = map[string]any{"signal": sig}
-		if sig == nil {
-			body = nil // empty body: SIGTERM
-		}
-		r := a.call("POST", cmdURL(id, "/", cid, "/kill"), body)
+		r := a.call("POST", cmdURL(id, "/", cid, "/kill"), map[string]any{"signal": sig})
 		want(t, r, 200, "")
 		s := a.stream(a.newRequest("GET", cmdURL(id, "/", cid, "?wait=true"), nil))
 		var last map[string]any
@@ -136,7 +132,15 @@ func TestCommandKill(t *testing.T) {
 	for _, bad := range []string{`{"signal":0}`, `{"signal":65}`, `{"signal":"SIGNOPE"}`, `{"signal":1.5}`, `{"signal":true}`, `{"signal":`} {
 		want(t, a.call("POST", cmdURL(id, "/", cid, "/kill"), bad), http.StatusBadRequest, "BAD_REQUEST")
 	}
-	want(t, a.call("POST", cmdURL(id, "/", cid, "/kill"), nil), 200, "")
+	// "signal" is required, as in the original: no body, an empty object and
+	// null are 400, and the command keeps running.
+	for _, missing := range []any{nil, `{}`, `{"signal":null}`} {
+		r := a.call("POST", cmdURL(id, "/", cid, "/kill"), missing)
+		want(t, r, http.StatusBadRequest, "BAD_REQUEST")
+		is.True(strings.Contains(r.json(t)["message"].(string), `"signal" is required`))
+	}
+	is.Equal(a.call("GET", cmdURL(id, "/", cid), nil).json(t)["command"].(map[string]any)["state"], "running")
+	want(t, a.call("POST", cmdURL(id, "/", cid, "/kill"), map[string]any{"signal": "TERM"}), 200, "")
 }
 
 func TestCommandLogStream(t *testing.T) {

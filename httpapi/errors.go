@@ -11,15 +11,19 @@ import (
 const (
 	codeBadRequest       = "BAD_REQUEST"
 	codeUnauthorized     = "UNAUTHORIZED"
+	codeForbidden        = "FORBIDDEN" // the MCP endpoint's Host check
 	codeNotFound         = "NOT_FOUND"
 	codeMethodNotAllowed = "METHOD_NOT_ALLOWED"
 	codeConflict         = "CONFLICT"
 	codeTooLarge         = "PAYLOAD_TOO_LARGE"
-	codeUnprocessable    = "UNSUPPORTED"
-	codeRegistryAuth     = "REGISTRY_UNAUTHORIZED"
-	codeRegistry         = "REGISTRY_ERROR"
-	codeUnavailable      = "UNAVAILABLE"
-	codeInternal         = "INTERNAL_ERROR"
+	// codeUnsupportedMediaType: a POST to the MCP endpoint that is not
+	// application/json.
+	codeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
+	codeUnprocessable        = "UNSUPPORTED"
+	codeRegistryAuth         = "REGISTRY_UNAUTHORIZED"
+	codeRegistry             = "REGISTRY_ERROR"
+	codeUnavailable          = "UNAVAILABLE"
+	codeInternal             = "INTERNAL_ERROR"
 )
 
 // errorTable is the one mapping from library errors to HTTP status and

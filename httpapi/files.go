@@ -14,24 +14,34 @@ import (
 	"github.com/opensbx/opensbx"
 )
 
-// filePath returns the "path" query parameter: required and absolute. It is
-// passed on literally: quotes, spaces, "$()" and ".." are never
-// interpreted by a shell.
+// filePath returns the "path" query parameter, checked by checkPath.
 func filePath(r *http.Request) (string, error) {
 	p := r.URL.Query().Get("path")
+	return p, checkPath(p)
+}
+
+// checkPath requires a non-empty absolute path. The path is passed on
+// literally: quotes, spaces, "$()" and ".." are never interpreted by a
+// shell.
+func checkPath(p string) error {
 	if p == "" {
-		return "", badRequest(`query parameter "path" is required`)
+		return badRequest(`"path" is required`)
 	}
 	if !strings.HasPrefix(p, "/") {
-		return "", badRequest(`"path" must be absolute, got ` + strconv.Quote(p))
+		return badRequest(`"path" must be absolute, got ` + strconv.Quote(p))
 	}
-	return p, nil
+	return nil
 }
 
 // fileMode returns the optional octal "mode" query parameter (0 = the
 // library's default).
 func fileMode(r *http.Request) (fs.FileMode, error) {
-	v := r.URL.Query().Get("mode")
+	return parseMode(r.URL.Query().Get("mode"))
+}
+
+// parseMode reads octal permissions such as "0755" ("" = 0, the library's
+// default 0644).
+func parseMode(v string) (fs.FileMode, error) {
 	if v == "" {
 		return 0, nil
 	}
@@ -59,6 +69,18 @@ type fileResponse struct {
 	Encoding string `json:"encoding,omitempty"`
 	Size     int64  `json:"size"`
 	Mode     string `json:"mode,omitempty"`
+}
+
+// fileView is the JSON answer for a file read: its content as text, or
+// base64 with "encoding" when it is not valid UTF-8.
+func fileView(p string, data []byte, info opensbx.FileInfo) fileResponse {
+	out := fileResponse{Path: p, Size: int64(len(data)), Mode: "0" + strconv.FormatUint(uint64(info.Mode.Perm()), 8)}
+	if utf8.Valid(data) {
+		out.Content = string(data)
+	} else {
+		out.Content, out.Encoding = base64.StdEncoding.EncodeToString(data), "base64"
+	}
+	return out
 }
 
 func notAFile(p string) error { return badRequest(strconv.Quote(p) + " is a directory, not a file") }
@@ -100,19 +122,40 @@ func (s *server) handleFileRead() http.Handler {
 			s.fail(w, r, notAFile(p))
 			return
 		}
-		out := fileResponse{Path: p, Size: int64(len(data)), Mode: "0" + strconv.FormatUint(uint64(info.Mode.Perm()), 8)}
-		if utf8.Valid(data) {
-			out.Content = string(data)
-		} else {
-			out.Content, out.Encoding = base64.StdEncoding.EncodeToString(data), "base64"
-		}
-		encode(w, http.StatusOK, out)
+		encode(w, http.StatusOK, fileView(p, data, info))
 	})
 }
 
+// writeRequest is the JSON body of PUT .../files (and part of the
+// file_write tool's arguments).
 type writeRequest struct {
-	Content  *string `json:"content"`
-	Encoding string  `json:"encoding"`
+	Content  *string `json:"content" jsonschema:"the file's content: text, or base64 when encoding is \"base64\" (use that for binary data); \"\" writes an empty file"`
+	Encoding string  `json:"encoding,omitempty" jsonschema:"\"base64\" when content is base64-encoded binary data; absent for UTF-8 text"`
+}
+
+// data returns the bytes to write: content as text, or decoded from base64;
+// over limit is 413.
+func (req writeRequest) data(limit int64) ([]byte, error) {
+	if req.Content == nil {
+		return nil, badRequest(`"content" is required (use "" for an empty file)`)
+	}
+	var data []byte
+	switch req.Encoding {
+	case "", "utf-8", "utf8", "text":
+		data = []byte(*req.Content)
+	case "base64":
+		var err error
+		data, err = base64.StdEncoding.DecodeString(*req.Content)
+		if err != nil {
+			return nil, badRequest(`"content" is not valid base64: ` + err.Error())
+		}
+	default:
+		return nil, badRequest(`"encoding" must be "base64" or absent, got ` + strconv.Quote(req.Encoding))
+	}
+	if int64(len(data)) > limit {
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge, code: codeTooLarge, message: "file is over the limit of " + itoa(limit) + " bytes"}
+	}
+	return data, nil
 }
 
 type writeResponse struct {
@@ -159,26 +202,9 @@ func (s *server) handleFileWrite() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		if req.Content == nil {
-			s.fail(w, r, badRequest(`"content" is required (use "" for an empty file)`))
-			return
-		}
-		var data []byte
-		switch req.Encoding {
-		case "", "utf-8", "utf8", "text":
-			data = []byte(*req.Content)
-		case "base64":
-			data, err = base64.StdEncoding.DecodeString(*req.Content)
-			if err != nil {
-				s.fail(w, r, badRequest(`"content" is not valid base64: `+err.Error()))
-				return
-			}
-		default:
-			s.fail(w, r, badRequest(`"encoding" must be "base64" or absent, got `+strconv.Quote(req.Encoding)))
-			return
-		}
-		if int64(len(data)) > limit {
-			s.fail(w, r, &apiError{status: http.StatusRequestEntityTooLarge, code: codeTooLarge, message: "file is over the limit of " + itoa(limit) + " bytes"})
+		data, err := req.data(limit)
+		if err != nil {
+			s.fail(w, r, err)
 			return
 		}
 		if err := s.m.WriteFile(r.Context(), id, p, data, mode); err != nil {
@@ -233,6 +259,17 @@ type listDirResponse struct {
 	Entries []entryView `json:"entries"`
 }
 
+func listDirOf(p string, infos []opensbx.FileInfo) listDirResponse {
+	out := listDirResponse{Path: p, Output: opensbx.FormatListing(infos), Entries: make([]entryView, 0, len(infos))}
+	for _, fi := range infos {
+		out.Entries = append(out.Entries, entryView{
+			Name: fi.Name, Type: string(fi.Type), Size: fi.Size, Mode: fi.Mode.String(),
+			ModTime: fi.ModTime.UTC().Format(time.RFC3339), LinkTarget: fi.LinkTarget,
+		})
+	}
+	return out
+}
+
 // handleFileList lists a directory: ls -la style text and structured
 // entries.
 func (s *server) handleFileList() http.Handler {
@@ -247,13 +284,6 @@ func (s *server) handleFileList() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		out := listDirResponse{Path: p, Output: opensbx.FormatListing(infos), Entries: make([]entryView, 0, len(infos))}
-		for _, fi := range infos {
-			out.Entries = append(out.Entries, entryView{
-				Name: fi.Name, Type: string(fi.Type), Size: fi.Size, Mode: fi.Mode.String(),
-				ModTime: fi.ModTime.UTC().Format(time.RFC3339), LinkTarget: fi.LinkTarget,
-			})
-		}
-		encode(w, http.StatusOK, out)
+		encode(w, http.StatusOK, listDirOf(p, infos))
 	})
 }

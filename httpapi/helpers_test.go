@@ -8,15 +8,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
@@ -39,8 +42,50 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// observed collects the status of every answer a route of a newAPI server
+// gave during the run; TestMain checks them against the route table.
+var observed = struct {
+	sync.Mutex
+	m map[string]map[int]bool
+}{m: map[string]map[int]bool{}}
+
+func observe(route string, status int) {
+	observed.Lock()
+	defer observed.Unlock()
+	if observed.m[route] == nil {
+		observed.m[route] = map[int]bool{}
+	}
+	observed.m[route][status] = true
+}
+
+// checkObserved reports statuses the tests got from a route that the
+// route table (and so openapi.json, see TestOpenAPIStatuses) does not
+// list for it.
+func checkObserved() error {
+	observed.Lock()
+	defer observed.Unlock()
+	known := httpapi.RouteStatuses()
+	var bad []string
+	for route, codes := range observed.m {
+		for code := range codes {
+			if !slices.Contains(known[route], code) {
+				bad = append(bad, fmt.Sprintf("%s answered %d", route, code))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return fmt.Errorf("statuses not in the route table nor in openapi.json: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if err := checkObserved(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if cli, err := testenv.Connect(ctx); err == nil {
@@ -105,7 +150,7 @@ type api struct {
 // newAPI serves New(m, opts...) over real HTTP.
 func newAPI(t testing.TB, m *opensbx.Manager, opts ...httpapi.Option) *api {
 	t.Helper()
-	srv := httptest.NewServer(httpapi.New(m, opts...))
+	srv := httptest.NewServer(httpapi.New(m, append([]httpapi.Option{httpapi.ObserveStatuses(observe)}, opts...)...))
 	t.Cleanup(srv.Close)
 	return &api{t: t, srv: srv}
 }

@@ -94,8 +94,17 @@ type server struct {
 	maxBody    int64
 	log        *slog.Logger
 	baseDomain string
-	openapi    []byte // the OpenAPI document with servers set to prefix
-	routes     *http.ServeMux
+	// allowedHosts are extra Host names the MCP endpoint accepts on a
+	// loopback listener (WithAllowedHosts).
+	allowedHosts []string
+	openapi      []byte // the OpenAPI document with servers set to prefix
+	// routes holds the API's patterns (and redirect guards) for probing
+	// which methods a path allows; patterns are the route patterns.
+	routes   *http.ServeMux
+	patterns map[string]bool
+	// observe, when set (tests), is told the status of every answer of a
+	// route, by "METHOD /path" as in the route table.
+	observe func(route string, status int)
 	// preview, when set, gives "url" and private previews (WithPreview).
 	preview Preview
 }
@@ -126,7 +135,9 @@ func Register(mux *http.ServeMux, m *opensbx.Manager, opts ...Option) {
 }
 
 // New returns a standalone handler serving the API under the prefix; every
-// other path answers 404 NOT_FOUND in JSON.
+// other path answers 404 NOT_FOUND in JSON. It never redirects: a path that
+// is not in canonical form ("/v1//sandboxes", "/v1/x/../y"), which a
+// ServeMux would redirect, is 404 too.
 func New(m *opensbx.Manager, opts ...Option) http.Handler {
 	s := newServer(m, opts)
 	mux := http.NewServeMux()
@@ -134,5 +145,14 @@ func New(m *opensbx.Manager, opts ...Option) http.Handler {
 	if s.prefix != "" {
 		mux.Handle("/", s.wrap(http.HandlerFunc(s.handleNotFound), true))
 	}
-	return mux
+	unclean := s.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, http.StatusNotFound, codeNotFound, "no route for "+r.Method+" "+r.URL.EscapedPath()+": not a canonical path")
+	}), true)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && p != cleanPath(p) {
+			unclean.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }

@@ -31,6 +31,24 @@ type imageListResponse struct {
 	Images []imageView `json:"images"`
 }
 
+func imageListOf(imgs []opensbx.Image) imageListResponse {
+	out := imageListResponse{Images: make([]imageView, 0, len(imgs))}
+	for _, img := range imgs {
+		out.Images = append(out.Images, imageOf(img))
+	}
+	return out
+}
+
+// imageDetailOf is the answer of GET /images/{ref}.
+func imageDetailOf(d *opensbx.ImageDetail) imageView {
+	v := imageOf(d.Image)
+	v.Architecture, v.OS, v.Sandboxes = d.Architecture, d.OS, d.Sandboxes
+	if v.Sandboxes == nil {
+		v.Sandboxes = []string{}
+	}
+	return v
+}
+
 func (s *server) handleImageList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		imgs, err := s.m.Images(r.Context())
@@ -38,11 +56,7 @@ func (s *server) handleImageList() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		out := imageListResponse{Images: make([]imageView, 0, len(imgs))}
-		for _, img := range imgs {
-			out.Images = append(out.Images, imageOf(img))
-		}
-		encode(w, http.StatusOK, out)
+		encode(w, http.StatusOK, imageListOf(imgs))
 	})
 }
 
@@ -51,18 +65,23 @@ func (s *server) handleImageList() http.Handler {
 // ("%2F") are unescaped by the mux.
 func (s *server) handleImageGet() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d, err := s.m.Image(r.Context(), r.PathValue("ref"))
+		ref := r.PathValue("ref")
+		if ref == "" {
+			s.noRef(w, r)
+			return
+		}
+		d, err := s.m.Image(r.Context(), ref)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		v := imageOf(d.Image)
-		v.Architecture, v.OS, v.Sandboxes = d.Architecture, d.OS, d.Sandboxes
-		if v.Sandboxes == nil {
-			v.Sandboxes = []string{}
-		}
-		encode(w, http.StatusOK, v)
+		encode(w, http.StatusOK, imageDetailOf(d))
 	})
+}
+
+// noRef answers /images/ with no reference after the slash: no such route.
+func (s *server) noRef(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, http.StatusNotFound, codeNotFound, "no route for "+r.Method+" "+r.URL.Path+": give an image reference after /images/")
 }
 
 // handleImageDelete removes an image: 204; ?force=true removes it even when
@@ -74,7 +93,12 @@ func (s *server) handleImageDelete() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		if err := s.m.RemoveImage(r.Context(), r.PathValue("ref"), force); err != nil {
+		ref := r.PathValue("ref")
+		if ref == "" {
+			s.noRef(w, r)
+			return
+		}
+		if err := s.m.RemoveImage(r.Context(), ref, force); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -90,6 +114,15 @@ type pullRequest struct {
 		ServerAddress string `json:"server_address"`
 		IdentityToken string `json:"identity_token"`
 	} `json:"auth"`
+}
+
+// checkPullRef requires a well-formed reference to pull.
+func checkPullRef(ref string) error {
+	if ref == "" {
+		return badRequest(`"image" is required`)
+	}
+	_, err := opensbx.ParseReference(ref)
+	return err
 }
 
 type pullResponse struct {
@@ -124,11 +157,7 @@ func (s *server) handleImagePull() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		if req.Image == "" {
-			s.fail(w, r, badRequest(`"image" is required`))
-			return
-		}
-		if _, err := opensbx.ParseReference(req.Image); err != nil {
+		if err := checkPullRef(req.Image); err != nil {
 			s.fail(w, r, err)
 			return
 		}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -124,22 +125,52 @@ func seconds(field string, secs float64) (time.Duration, error) {
 	return time.Duration(secs * float64(time.Second)), nil
 }
 
+// createRequest is the body of POST /sandboxes and the arguments of the
+// sandbox_create tool. JSON null for any field means the same as leaving it
+// out.
 type createRequest struct {
-	Image     string   `json:"image"`
-	Name      string   `json:"name"`
-	Ports     []string `json:"ports"`
-	Timeout   float64  `json:"timeout"`
+	Image     string   `json:"image" jsonschema:"image reference to run, present locally (see image_list; set pull to fetch it), e.g. busybox:latest"`
+	Name      string   `json:"name,omitempty" jsonschema:"optional unique name (letters, digits, '.', '_', '-'; at most 63); retrying a create with the same name and settings returns the existing sandbox"`
+	Ports     []string `json:"ports,omitempty" jsonschema:"container ports to publish, each a number with an optional protocol, e.g. [\"8080\", \"53/udp\"]; the first is the main port"`
+	Timeout   float64  `json:"timeout,omitempty" jsonschema:"time to live in seconds after which the sandbox is stopped; 0 or absent = the server's default; never negative"`
 	Resources struct {
-		Memory int64   `json:"memory"`
-		CPUs   float64 `json:"cpus"`
-	} `json:"resources"`
-	Env              []string `json:"env"`
-	Command          []string `json:"command"`
-	Entrypoint       []string `json:"entrypoint"`
-	KeepImageCommand bool     `json:"keep_image_command"`
-	WorkingDir       string   `json:"working_dir"`
-	Pull             bool     `json:"pull"`
-	Private          *bool    `json:"private"` // nil: the server's default (WithPreview)
+		Memory int64   `json:"memory,omitempty" jsonschema:"memory limit in MiB; 0 = the server's default"`
+		CPUs   float64 `json:"cpus,omitempty" jsonschema:"number of CPUs, fractions allowed (0.5); 0 = the server's default"`
+	} `json:"resources,omitempty" jsonschema:"CPU and memory limits"`
+	Env              []string `json:"env,omitempty" jsonschema:"environment as KEY=VALUE strings, e.g. [\"DEBUG=1\"]"`
+	Command          []string `json:"command,omitempty" jsonschema:"replaces the image's CMD (by default the sandbox runs a long sleep to stay alive)"`
+	Entrypoint       []string `json:"entrypoint,omitempty" jsonschema:"replaces the image's ENTRYPOINT"`
+	KeepImageCommand bool     `json:"keep_image_command,omitempty" jsonschema:"run the image's own ENTRYPOINT and CMD instead of the keep-alive sleep"`
+	WorkingDir       string   `json:"working_dir,omitempty" jsonschema:"working directory of the sandbox's processes"`
+	Pull             bool     `json:"pull,omitempty" jsonschema:"pull the image first when it is not present locally"`
+	Private          *bool    `json:"private,omitempty" jsonschema:"make the sandbox's preview URLs private: served only with its preview token (returned by the create); absent = the server's default"`
+}
+
+// options validates the request and turns it into the Manager's options.
+func (req createRequest) options() (opensbx.CreateOptions, error) {
+	if strings.TrimSpace(req.Image) == "" {
+		return opensbx.CreateOptions{}, badRequest(`"image" is required`)
+	}
+	if req.Timeout < 0 {
+		return opensbx.CreateOptions{}, badRequest(`"timeout" must not be negative`)
+	}
+	ttl, err := seconds("timeout", req.Timeout)
+	if err != nil {
+		return opensbx.CreateOptions{}, err
+	}
+	return opensbx.CreateOptions{
+		Image:            req.Image,
+		Name:             req.Name,
+		Ports:            req.Ports,
+		Env:              req.Env,
+		Resources:        opensbx.Resources{MemoryMB: req.Resources.Memory, CPUs: req.Resources.CPUs},
+		TTL:              ttl,
+		Command:          req.Command,
+		Entrypoint:       req.Entrypoint,
+		KeepImageCommand: req.KeepImageCommand,
+		WorkingDir:       req.WorkingDir,
+		PullMissing:      req.Pull,
+	}, nil
 }
 
 // handleSandboxCreate creates and starts a sandbox: 201 with the sandbox,
@@ -152,33 +183,13 @@ func (s *server) handleSandboxCreate() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		if strings.TrimSpace(req.Image) == "" {
-			s.fail(w, r, badRequest(`"image" is required`))
-			return
-		}
-		if req.Timeout < 0 {
-			s.fail(w, r, badRequest(`"timeout" must not be negative`))
-			return
-		}
-		ttl, err := seconds("timeout", req.Timeout)
+		opts, err := req.options()
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		res, err := s.m.Create(r.Context(), opensbx.CreateOptions{
-			Image:            req.Image,
-			Name:             req.Name,
-			Ports:            req.Ports,
-			Env:              req.Env,
-			Resources:        opensbx.Resources{MemoryMB: req.Resources.Memory, CPUs: req.Resources.CPUs},
-			TTL:              ttl,
-			Command:          req.Command,
-			Entrypoint:       req.Entrypoint,
-			KeepImageCommand: req.KeepImageCommand,
-			WorkingDir:       req.WorkingDir,
-			PullMissing:      req.Pull,
-			Private:          s.private(req.Private),
-		})
+		opts.Private = s.private(req.Private)
+		res, err := s.m.Create(r.Context(), opts)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -195,6 +206,14 @@ type listResponse struct {
 	Sandboxes []sandboxView `json:"sandboxes"`
 }
 
+func (s *server) listView(sbs []*opensbx.Sandbox) listResponse {
+	out := listResponse{Sandboxes: make([]sandboxView, 0, len(sbs))}
+	for _, sb := range sbs {
+		out.Sandboxes = append(out.Sandboxes, s.view(sb, false))
+	}
+	return out
+}
+
 func (s *server) handleSandboxList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sbs, err := s.m.List(r.Context())
@@ -202,11 +221,7 @@ func (s *server) handleSandboxList() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		out := listResponse{Sandboxes: make([]sandboxView, 0, len(sbs))}
-		for _, sb := range sbs {
-			out.Sandboxes = append(out.Sandboxes, s.view(sb, false))
-		}
-		encode(w, http.StatusOK, out)
+		encode(w, http.StatusOK, s.listView(sbs))
 	})
 }
 
@@ -244,68 +259,88 @@ type transitionResponse struct {
 	URL       string            `json:"url,omitempty"`
 }
 
+// The "status" words of the lifecycle steps (POST .../start etc. and the
+// sandbox_start etc. tools).
+const (
+	statusStarted   = "started"
+	statusStopped   = "stopped"
+	statusRestarted = "restarted"
+	statusPaused    = "paused"
+	statusResumed   = "resumed"
+)
+
+// lifecycleStep is a Manager call moving a sandbox to another state.
+type lifecycleStep func(m *opensbx.Manager, ctx context.Context, id string) (*opensbx.Sandbox, error)
+
+// transitionView is the answer of a lifecycle step that moved sb.
+func (s *server) transitionView(status string, sb *opensbx.Sandbox) transitionResponse {
+	out := transitionResponse{
+		Status:    status,
+		ID:        sb.ID,
+		State:     string(sb.State),
+		Ports:     sb.Ports,
+		PortsMap:  sb.PortMap,
+		ExpiresAt: rfc3339(sb.ExpiresAt),
+		URL:       s.url(sb),
+	}
+	if out.Ports == nil {
+		out.Ports = []string{}
+	}
+	return out
+}
+
 // transition makes the handler of one lifecycle step answering status.
-func (s *server) transition(status string, step func(*opensbx.Manager, *http.Request, string) (*opensbx.Sandbox, error)) http.Handler {
+func (s *server) transition(status string, step lifecycleStep) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sb, err := step(s.m, r, r.PathValue("id"))
+		sb, err := step(s.m, r.Context(), r.PathValue("id"))
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		out := transitionResponse{
-			Status:    status,
-			ID:        sb.ID,
-			State:     string(sb.State),
-			Ports:     sb.Ports,
-			PortsMap:  sb.PortMap,
-			ExpiresAt: rfc3339(sb.ExpiresAt),
-			URL:       s.url(sb),
-		}
-		if out.Ports == nil {
-			out.Ports = []string{}
-		}
-		encode(w, http.StatusOK, out)
+		encode(w, http.StatusOK, s.transitionView(status, sb))
 	})
 }
 
 func (s *server) handleSandboxStart() http.Handler {
-	return s.transition("running", func(m *opensbx.Manager, r *http.Request, id string) (*opensbx.Sandbox, error) {
-		return m.Start(r.Context(), id)
-	})
+	return s.transition(statusStarted, (*opensbx.Manager).Start)
 }
 
 func (s *server) handleSandboxStop() http.Handler {
-	return s.transition("stopped", func(m *opensbx.Manager, r *http.Request, id string) (*opensbx.Sandbox, error) {
-		return m.Stop(r.Context(), id)
-	})
+	return s.transition(statusStopped, (*opensbx.Manager).Stop)
 }
 
 func (s *server) handleSandboxRestart() http.Handler {
-	return s.transition("running", func(m *opensbx.Manager, r *http.Request, id string) (*opensbx.Sandbox, error) {
-		return m.Restart(r.Context(), id)
-	})
+	return s.transition(statusRestarted, (*opensbx.Manager).Restart)
 }
 
 func (s *server) handleSandboxPause() http.Handler {
-	return s.transition("paused", func(m *opensbx.Manager, r *http.Request, id string) (*opensbx.Sandbox, error) {
-		return m.Pause(r.Context(), id)
-	})
+	return s.transition(statusPaused, (*opensbx.Manager).Pause)
 }
 
 func (s *server) handleSandboxResume() http.Handler {
-	return s.transition("resumed", func(m *opensbx.Manager, r *http.Request, id string) (*opensbx.Sandbox, error) {
-		return m.Resume(r.Context(), id)
-	})
+	return s.transition(statusResumed, (*opensbx.Manager).Resume)
 }
 
 type renewRequest struct {
-	Timeout float64 `json:"timeout"`
+	Timeout float64 `json:"timeout" jsonschema:"new time to live in seconds from now; must be positive"`
+}
+
+// ttl validates the requested timeout.
+func (req renewRequest) ttl() (time.Duration, error) {
+	if !(req.Timeout > 0) {
+		return 0, badRequest(`"timeout" must be a positive number of seconds`)
+	}
+	return seconds("timeout", req.Timeout)
 }
 
 type renewResponse struct {
 	Status    string  `json:"status"`
 	Timeout   float64 `json:"timeout"`
 	ExpiresAt string  `json:"expires_at,omitempty"`
+}
+
+func renewView(req renewRequest, sb *opensbx.Sandbox) renewResponse {
+	return renewResponse{Status: "renewed", Timeout: req.Timeout, ExpiresAt: rfc3339(sb.ExpiresAt)}
 }
 
 // handleSandboxRenew sets a sandbox's deadline to "timeout" seconds from
@@ -317,11 +352,7 @@ func (s *server) handleSandboxRenew() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		if !(req.Timeout > 0) {
-			s.fail(w, r, badRequest(`"timeout" must be a positive number of seconds`))
-			return
-		}
-		ttl, err := seconds("timeout", req.Timeout)
+		ttl, err := req.ttl()
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -331,7 +362,7 @@ func (s *server) handleSandboxRenew() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		encode(w, http.StatusOK, renewResponse{Status: "renewed", Timeout: req.Timeout, ExpiresAt: rfc3339(sb.ExpiresAt)})
+		encode(w, http.StatusOK, renewView(req, sb))
 	})
 }
 
@@ -400,6 +431,14 @@ type networkResponse struct {
 	PortsMap map[string]string `json:"ports_map"`
 }
 
+func networkView(n opensbx.Network) networkResponse {
+	out := networkResponse{HostIP: n.HostIP, MainPort: n.MainPort, PortsMap: n.Ports}
+	if out.PortsMap == nil {
+		out.PortsMap = map[string]string{}
+	}
+	return out
+}
+
 func (s *server) handleSandboxNetwork() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := s.m.Network(r.Context(), r.PathValue("id"))
@@ -407,10 +446,6 @@ func (s *server) handleSandboxNetwork() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		out := networkResponse{HostIP: n.HostIP, MainPort: n.MainPort, PortsMap: n.Ports}
-		if out.PortsMap == nil {
-			out.PortsMap = map[string]string{}
-		}
-		encode(w, http.StatusOK, out)
+		encode(w, http.StatusOK, networkView(n))
 	})
 }

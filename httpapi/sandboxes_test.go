@@ -188,12 +188,14 @@ func TestSandboxLifecycle(t *testing.T) {
 	// Start and restart.
 	r = a.call("POST", "/v1/sandboxes/"+id+"/start", nil)
 	want(t, r, 200, "")
-	is.Equal(r.json(t)["status"], "running")
+	is.Equal(r.json(t)["status"], "started") // the original's word
+	is.Equal(r.json(t)["state"], "running")
 	is.Equal(r.json(t)["ports"], []any{"8080/tcp", "53/udp"})
 	is.True(r.json(t)["expires_at"] != nil) // re-armed
 	r = a.call("POST", "/v1/sandboxes/"+id+"/restart", nil)
 	want(t, r, 200, "")
-	is.Equal(r.json(t)["status"], "running")
+	is.Equal(r.json(t)["status"], "restarted") // the original's word
+	is.Equal(r.json(t)["state"], "running")
 	is.True(r.json(t)["expires_at"] != nil)
 
 	// Delete from running, then it is gone.
