@@ -51,8 +51,9 @@ const (
 	DefaultPidsLimit = 1024
 	// DefaultNofile is the open-file limit (soft and hard) of a sandbox's
 	// processes: what file watchers and servers need, not the engine's
-	// million.
-	DefaultNofile = 65536
+	// million. It must not be over the engine's own hard limit (raising it
+	// needs CAP_SYS_RESOURCE, which root in some containers lacks).
+	DefaultNofile = 16384
 )
 
 type config struct {

@@ -17,7 +17,7 @@ import (
 //     gave a command or asked for the image's own.
 //   - Memory is limited with no swap beyond it; CPUs by CFS quota; at most
 //     WithPidsLimit processes and threads (1024), so a fork bomb stays
-//     inside; at most WithNofile open files per process (65536).
+//     inside; at most WithNofile open files per process (16384).
 //   - Capabilities: every one is dropped except the few a normal shell
 //     session and the usual servers need (sandboxCaps); NET_RAW (raw
 //     sockets, ping, ARP spoofing), MKNOD, SYS_CHROOT, SETFCAP, SETPCAP and

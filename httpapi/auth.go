@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -89,6 +90,11 @@ func (s *server) middleware(h http.Handler, open bool, route string) http.Handle
 				s.observe(route, rec.statusOr200())
 			}
 		}()
+		if !open && !s.hostAllowed(r) {
+			s.writeError(rec, r, http.StatusForbidden, codeForbidden,
+				fmt.Sprintf("Host %q is not allowed: this server listens on a loopback address and accepts only loopback host names (DNS-rebinding protection)", r.Host))
+			return
+		}
 		if !open && !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="opensbx"`)
 			s.writeError(rec, r, http.StatusUnauthorized, codeUnauthorized, "missing or wrong API key: send Authorization: Bearer <key>")

@@ -24,6 +24,7 @@ const (
 	codeRegistry             = "REGISTRY_ERROR"
 	codeUnavailable          = "UNAVAILABLE"
 	codeInternal             = "INTERNAL_ERROR"
+	codeRateLimited          = "RATE_LIMITED"
 )
 
 // errorTable is the one mapping from library errors to HTTP status and
@@ -38,20 +39,29 @@ const (
 //     this sandbox.
 //   - ErrClosed (the Manager is shutting down) is 503 UNAVAILABLE, like an
 //     unreachable engine: retry later.
-var errorTable = []struct {
+//   - ErrRateLimited (a quota: WithMaxSandboxes, WithMaxCommands) is 429
+//     RATE_LIMITED; it passes when something ends, at a time no one knows,
+//     so there is no Retry-After.
+func errorTable() []errorEntry {
+	return []errorEntry{
+		{opensbx.ErrInvalid, http.StatusBadRequest, codeBadRequest},
+		{opensbx.ErrNotFound, http.StatusNotFound, codeNotFound}, // includes ErrImageNotFound
+		{opensbx.ErrConflict, http.StatusConflict, codeConflict},
+		{opensbx.ErrTooLarge, http.StatusRequestEntityTooLarge, codeTooLarge},
+		{opensbx.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
+		{opensbx.ErrClosed, http.StatusServiceUnavailable, codeUnavailable},
+		{opensbx.ErrUnauthorized, http.StatusBadGateway, codeRegistryAuth},
+		{opensbx.ErrRegistry, http.StatusBadGateway, codeRegistry},
+		{opensbx.ErrUnsupported, http.StatusUnprocessableEntity, codeUnprocessable},
+		{opensbx.ErrRateLimited, http.StatusTooManyRequests, codeRateLimited},
+	}
+}
+
+// errorEntry is one row of errorTable.
+type errorEntry struct {
 	err    error
 	status int
 	code   string
-}{
-	{opensbx.ErrInvalid, http.StatusBadRequest, codeBadRequest},
-	{opensbx.ErrNotFound, http.StatusNotFound, codeNotFound}, // includes ErrImageNotFound
-	{opensbx.ErrConflict, http.StatusConflict, codeConflict},
-	{opensbx.ErrTooLarge, http.StatusRequestEntityTooLarge, codeTooLarge},
-	{opensbx.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
-	{opensbx.ErrClosed, http.StatusServiceUnavailable, codeUnavailable},
-	{opensbx.ErrUnauthorized, http.StatusBadGateway, codeRegistryAuth},
-	{opensbx.ErrRegistry, http.StatusBadGateway, codeRegistry},
-	{opensbx.ErrUnsupported, http.StatusUnprocessableEntity, codeUnprocessable},
 }
 
 // apiError is an error the handlers produce themselves, with its status.
@@ -77,7 +87,7 @@ func classify(err error) (status int, code, message string) {
 	if errors.As(err, &mbe) {
 		return http.StatusRequestEntityTooLarge, codeTooLarge, "request body is over the limit of " + itoa(mbe.Limit) + " bytes"
 	}
-	for _, e := range errorTable {
+	for _, e := range errorTable() {
 		if errors.Is(err, e.err) {
 			return e.status, e.code, err.Error()
 		}

@@ -36,7 +36,7 @@ func RouteStatuses() map[string][]int {
 func (rt route) statuses() []int {
 	set := map[int]bool{500: true}
 	if !rt.open {
-		set[401] = true
+		set[401], set[403] = true, true
 	}
 	for _, c := range rt.answers {
 		set[c] = true

@@ -61,7 +61,8 @@ func routes() []route {
 
 		// Sandboxes.
 		{method: "POST", path: "/sandboxes", handler: (*server).handleSandboxCreate, answers: []int{created, ok, bad, tooLarge},
-			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound, opensbx.ErrConflict, opensbx.ErrUnauthorized, opensbx.ErrRegistry)},
+			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound, opensbx.ErrConflict, opensbx.ErrUnauthorized, opensbx.ErrRegistry,
+				opensbx.ErrUnsupported, opensbx.ErrRateLimited)},
 		{method: "GET", path: "/sandboxes", handler: (*server).handleSandboxList, answers: []int{ok}, fails: engine},
 		{method: "GET", path: "/sandboxes/{id}", handler: (*server).handleSandboxGet, answers: []int{ok}, fails: sandbox},
 		{method: "DELETE", path: "/sandboxes/{id}", handler: (*server).handleSandboxDelete, answers: []int{noContent}, fails: state},
@@ -75,7 +76,8 @@ func routes() []route {
 		{method: "GET", path: "/sandboxes/{id}/network", handler: (*server).handleSandboxNetwork, answers: []int{ok}, fails: sandbox},
 
 		// Commands.
-		{method: "POST", path: "/sandboxes/{id}/cmd", handler: (*server).handleCommandRun, answers: []int{ok, bad, tooLarge}, fails: state},
+		{method: "POST", path: "/sandboxes/{id}/cmd", handler: (*server).handleCommandRun, answers: []int{ok, bad, tooLarge},
+			fails: join(state, opensbx.ErrRateLimited)},
 		{method: "GET", path: "/sandboxes/{id}/cmd", handler: (*server).handleCommandList, answers: []int{ok}, fails: sandbox},
 		{method: "GET", path: "/sandboxes/{id}/cmd/{cmdId}", handler: (*server).handleCommandGet, answers: []int{ok, bad}, fails: sandbox},
 		{method: "POST", path: "/sandboxes/{id}/cmd/{cmdId}/kill", handler: (*server).handleCommandKill, answers: []int{ok, bad, tooLarge},
