@@ -31,6 +31,39 @@ func TestHealth(t *testing.T) {
 	is.True(r.json(t)["error"] != "") // says why
 }
 
+// TestPoolThroughHTTP: health reports the warm pool, a create is served
+// from it (and is the same to the client as a cold one), and a quota is 429.
+func TestPoolThroughHTTP(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	m, _ := newManager(t, opensbx.WithPool(opensbx.PoolTemplate{Image: testenv.BusyboxImage, Ports: []string{"8080"}, Size: 1}),
+		opensbx.WithMaxSandboxes(2))
+	a := newAPI(t, m)
+	var pool []any
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		pool = a.call("GET", "/v1/health", nil).json(t)["pool"].([]any)
+		if pool[0].(map[string]any)["ready"].(float64) == 1 {
+			break
+		}
+	}
+	is.Equal(pool[0].(map[string]any)["ready"], float64(1)) // health says the pool is ready
+	r := a.call("POST", "/v1/sandboxes", map[string]any{"image": testenv.BusyboxImage, "ports": []string{"8080"}})
+	is.Equal(r.status, http.StatusCreated)
+	body := r.json(t)
+	is.Equal(body["ports"], []any{"8080/tcp"})
+	is.True(body["name"] != "")
+	is.Equal(a.call("GET", "/v1/health", nil).json(t)["pool"].([]any)[0].(map[string]any)["hits"], float64(1))
+	// One adopted plus one ready (refilling) is the maximum of two.
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m.Pool()[0].Ready+m.Pool()[0].Filling == 1 {
+			break
+		}
+	}
+	r = a.call("POST", "/v1/sandboxes", map[string]any{"image": testenv.BusyboxImage})
+	is.Equal(r.status, http.StatusTooManyRequests) // over the quota
+	is.Equal(r.code(t), "RATE_LIMITED")
+}
+
 func TestSandboxCreateValidation(t *testing.T) {
 	t.Parallel()
 	m, _ := newManager(t, opensbx.WithDefaultResources(opensbx.Resources{MemoryMB: 64, CPUs: 0.5}),

@@ -4,12 +4,16 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/opensbx/opensbx"
 )
 
 type healthResponse struct {
 	Status string `json:"status"`
 	Error  string `json:"error,omitempty"`
 	Time   string `json:"time"`
+	// Pool reports the warm pool of each template, when there is one.
+	Pool []opensbx.PoolStatus `json:"pool,omitempty"`
 }
 
 // handleHealth answers 200 {"status":"healthy"} when the engine answers a
@@ -25,7 +29,7 @@ func (s *server) handleHealth() http.Handler {
 			encode(w, http.StatusServiceUnavailable, healthResponse{Status: "unhealthy", Error: "docker engine unavailable", Time: now})
 			return
 		}
-		encode(w, http.StatusOK, healthResponse{Status: "healthy", Time: now})
+		encode(w, http.StatusOK, healthResponse{Status: "healthy", Time: now, Pool: s.m.Pool()})
 	})
 }
 

@@ -51,6 +51,14 @@ type config struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 
+	// Warm pool, quotas, runtime.
+	pool         []opensbx.PoolTemplate
+	poolMax      int
+	maxSandboxes int
+	maxCommands  int
+	runtime      string
+	allowedHosts []string
+
 	// The preview proxy.
 	proxyAddr       string // "" turns it off
 	previewPrivate  bool
@@ -99,6 +107,12 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	dialTimeout := str("proxy-dial-timeout", preview.DefaultDialTimeout.String(), "bound on connecting to a sandbox's port (then 502)")
 	responseTimeout := str("proxy-response-timeout", preview.DefaultResponseTimeout.String(), "bound on waiting for a sandbox's response headers (then 504)")
 	linkTTL := str("preview-link-ttl", preview.DefaultLinkTTL.String(), "how long the signed link of a private sandbox's create response stays valid")
+	pool := str("pool", "", "warm pool: IMAGE[#PORT+PORT...]=SIZE, comma-separated (opensbx-test/busybox:1#8080=8)")
+	poolMax := str("pool-max", "", "bound on the warm pool's ready sandboxes of all images together (default: the sum of the sizes)")
+	maxSandboxes := str("max-sandboxes", "", "bound on this server's sandboxes, pool included (then 429)")
+	maxCommands := str("max-commands", "", "bound on the commands running at once in one sandbox (then 429)")
+	runtime := str("runtime", "", "OCI runtime of every sandbox, e.g. runsc (gVisor), registered with the engine")
+	allowedHosts := str("allowed-hosts", "", "comma-separated Host names accepted besides loopback ones when ADDR is a loopback address (DNS-rebinding guard), e.g. behind a local reverse proxy")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return config{}, err
@@ -173,6 +187,24 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 		}
 		*dst = f
 	}
+	if c.pool, err = parsePool(*pool); err != nil {
+		bad("pool", err)
+	}
+	var n int64
+	intOpt("pool-max", *poolMax, &n)
+	c.poolMax = int(n)
+	n = 0
+	intOpt("max-sandboxes", *maxSandboxes, &n)
+	c.maxSandboxes = int(n)
+	n = 0
+	intOpt("max-commands", *maxCommands, &n)
+	c.maxCommands = int(n)
+	c.runtime = strings.TrimSpace(*runtime)
+	for _, h := range strings.Split(*allowedHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			c.allowedHosts = append(c.allowedHosts, h)
+		}
+	}
 	intOpt("default-memory-mb", *defMem, &c.defaults.MemoryMB)
 	floatOpt("default-cpus", *defCPUs, &c.defaults.CPUs)
 	intOpt("max-memory-mb", *maxMem, &c.max.MemoryMB)
@@ -189,6 +221,28 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 		return config{}, fmt.Errorf("%w: %w", errUsage, errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// parsePool reads POOL: IMAGE[#PORT+PORT...]=SIZE entries, comma-separated.
+func parsePool(s string) ([]opensbx.PoolTemplate, error) {
+	var out []opensbx.PoolTemplate
+	for _, entry := range strings.Split(s, ",") {
+		if entry = strings.TrimSpace(entry); entry == "" {
+			continue
+		}
+		spec, size, ok := strings.Cut(entry, "=")
+		n, err := strconv.Atoi(size)
+		if !ok || err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: want IMAGE[#PORT+PORT...]=SIZE with a positive size", entry)
+		}
+		image, ports, _ := strings.Cut(spec, "#")
+		t := opensbx.PoolTemplate{Image: image, Size: n}
+		if ports != "" {
+			t.Ports = strings.Split(ports, "+")
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 // parseDuration takes seconds ("90", "1.5") or a Go duration ("2m").
@@ -284,9 +338,24 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if c.defaults != (opensbx.Resources{}) {
 		mopts = append(mopts, opensbx.WithDefaultResources(c.defaults))
 	}
+	if len(c.pool) > 0 {
+		mopts = append(mopts, opensbx.WithPool(c.pool...))
+	}
+	if c.poolMax > 0 {
+		mopts = append(mopts, opensbx.WithPoolMax(c.poolMax))
+	}
+	if c.maxSandboxes > 0 {
+		mopts = append(mopts, opensbx.WithMaxSandboxes(c.maxSandboxes))
+	}
+	if c.maxCommands > 0 {
+		mopts = append(mopts, opensbx.WithMaxCommands(c.maxCommands))
+	}
+	if c.runtime != "" {
+		mopts = append(mopts, opensbx.WithRuntime(c.runtime))
+	}
 	m, err := opensbx.New(ctx, mopts...)
 	if err != nil {
-		if errors.Is(err, opensbx.ErrInvalid) {
+		if errors.Is(err, opensbx.ErrInvalid) || errors.Is(err, opensbx.ErrUnsupported) {
 			return fmt.Errorf("%w: %w", errUsage, err)
 		}
 		if errors.Is(err, opensbx.ErrUnavailable) {
@@ -305,7 +374,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
-	apiOpts := []httpapi.Option{httpapi.WithAPIKeys(c.apiKeys...), httpapi.WithLogger(log)}
+	apiOpts := []httpapi.Option{httpapi.WithAPIKeys(c.apiKeys...), httpapi.WithLogger(log), httpapi.WithAllowedHosts(c.allowedHosts...)}
 
 	var (
 		proxy   *preview.Proxy

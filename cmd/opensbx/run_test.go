@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -152,4 +153,31 @@ func TestRunDockerUnreachable(t *testing.T) {
 	is.True(errors.Is(err, opensbx.ErrUnavailable))                           // as unavailable
 	is.Equal(exitCode(err), 3)                                                // with its own exit code
 	is.True(bytes.Contains([]byte(err.Error()), []byte("tcp://127.0.0.1:1"))) // names the address
+}
+
+func TestParsePool(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []opensbx.PoolTemplate
+		bad  bool
+	}{
+		{in: "", want: nil},
+		{in: "img:1=8", want: []opensbx.PoolTemplate{{Image: "img:1", Size: 8}}},
+		{in: "a:1=2, 127.0.0.1:5000/ns/b:2#8080+53/udp=3", want: []opensbx.PoolTemplate{
+			{Image: "a:1", Size: 2}, {Image: "127.0.0.1:5000/ns/b:2", Ports: []string{"8080", "53/udp"}, Size: 3}}},
+		{in: "img:1", bad: true},
+		{in: "img:1=0", bad: true},
+		{in: "img:1=x", bad: true},
+	} {
+		got, err := parsePool(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("parsePool(%q): want an error", tc.in)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("parsePool(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
 }
