@@ -34,6 +34,12 @@ func (f *fakeDockerAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasSuffix(p, "/_ping"):
 		w.Write([]byte("OK"))
+	case strings.HasSuffix(p, "/info"):
+		w.Write([]byte(`{"Architecture":"x86_64","OSType":"linux","ServerVersion":"fake","Driver":"overlay2"}`))
+	case strings.HasSuffix(p, "/events"):
+		w.WriteHeader(http.StatusOK)
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done() // an event stream with nothing in it
 	case strings.HasSuffix(p, "/containers/json"):
 		json.NewEncoder(w).Encode([]map[string]any{{
 			"Id": fakeDockerID, "Names": []string{"/opensbx7-default-x"}, "State": "running",
@@ -66,6 +72,9 @@ func TestHostileIDsNeverReachTheEngine(t *testing.T) {
 	m, err := New(context.Background(), WithDockerHost("tcp://"+strings.TrimPrefix(srv.URL, "http://")))
 	is.NoErr(err)
 	defer m.Close()
+	fake.mu.Lock()
+	fake.paths = nil // what New asked for (/info among it) is not in question
+	fake.mu.Unlock()
 	ctx := context.Background()
 	hostile := []string{"../distribution/busybox", "..%2Fdistribution%2Fbusybox", "../networks/bridge",
 		"../../info", "/../../distribution/x", "x/../../distribution/y", "0123/../../info", "..", "%2e%2e"}
@@ -86,7 +95,7 @@ func TestHostileIDsNeverReachTheEngine(t *testing.T) {
 	is.True(errors.Is(err, ErrNotFound)) // a container without labels is not ours
 	for _, p := range fake.seen() {
 		if strings.Contains(p, "distribution") || strings.Contains(p, "networks") || strings.Contains(p, "..") ||
-			strings.Contains(p, "%2F") || (strings.HasSuffix(p, "/info") && !strings.HasSuffix(p, "/containers/info")) {
+			strings.Contains(p, "%2F") || strings.HasSuffix(p, "/info") {
 			t.Errorf("the engine was asked for %s", p)
 		}
 	}

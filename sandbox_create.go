@@ -189,12 +189,13 @@ func (m *Manager) makeContainer(ctx context.Context, cs engine.ContainerSpec, o 
 }
 
 // removeLate removes the container called name if the engine creates it
-// within a few seconds, for a create whose request was cancelled.
+// within a minute (a loaded engine may finish a create long after the
+// client left), for a create whose request was cancelled.
 func (m *Manager) removeLate(name string) {
 	m.goBackground(func(ctx context.Context) {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		err := poll.Until(ctx, poll.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}, func() (bool, error) {
+		err := poll.Until(ctx, poll.Backoff{Min: 50 * time.Millisecond, Max: time.Second}, func() (bool, error) {
 			cs, err := m.engine.List(ctx, m.ownedLabels())
 			if err != nil {
 				return false, nil // try again until the deadline

@@ -574,9 +574,10 @@ func TestProxy(t *testing.T) {
 	})
 }
 
-// TestStaleRoute restarts a sandbox behind the Manager's back (no event),
-// so the proxy's cached route still names the old host port: the failed
-// connect must look the sandbox up again and reach it on its new port.
+// TestStaleRoute restarts a sandbox while the proxy hears no events (the
+// Manager reports the engine's own, but one may come late), so the proxy's
+// cached route still names the old host port: the failed connect must look
+// the sandbox up again and reach it on its new port.
 func TestStaleRoute(t *testing.T) {
 	is := is.New(t)
 	m, cli := newManager(t)
@@ -585,6 +586,7 @@ func TestStaleRoute(t *testing.T) {
 	host := sb.Name + ".localhost"
 	e.waitReady(t, host, "/")
 	is.Equal(e.get(t, host, "/").body, mainPage) // the route is cached now
+	preview.Deaf(e.p)
 
 	timeout := 0
 	is.NoErr(cli.ContainerRestart(context.Background(), sb.ID, container.StopOptions{Timeout: &timeout}))
