@@ -216,7 +216,11 @@ func (e *expiry) expire(ctx context.Context, id string) {
 	action := "stop"
 	if e.m.cfg.deleteOnExpiry {
 		action = "delete"
-		err = e.m.remove(ctx, id)
+		var labels map[string]string
+		if c, ierr := e.m.engine.Inspect(ctx, id); ierr == nil {
+			labels = c.Labels
+		}
+		err = e.m.remove(ctx, id, labels)
 	} else {
 		err = e.m.engine.Stop(ctx, id, e.m.cfg.stopTimeout)
 	}

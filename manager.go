@@ -40,6 +40,7 @@ type Manager struct {
 	records recordSet
 	pool    *pool
 	quota   quota
+	net     netPolicy
 }
 
 // New connects to the Docker engine, checks that it answers, opens the state
@@ -105,6 +106,9 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 		m.info.StorageDriver != "devicemapper" && m.info.StorageDriver != "btrfs" && m.info.StorageDriver != "zfs" {
 		return fail(sbxerr.New(ErrUnsupported, "a disk quota needs overlay2 on xfs with pquota, devicemapper, btrfs or zfs; "+
 			"this engine has %s on %s", m.info.StorageDriver, m.info.BackingFS))
+	}
+	if err := m.setupNetwork(ctx); err != nil {
+		return fail(err)
 	}
 	if cfg.stateDir != "" {
 		st, err := state.OpenBolt(cfg.stateDir)

@@ -68,6 +68,7 @@ type config struct {
 	diskQuota      int64
 	maxSandboxes   int
 	maxCommands    int
+	isolation      bool
 	host           string
 	namespace      string
 	defaults       Resources
@@ -99,6 +100,7 @@ func defaultConfig() config {
 		stopTimeout:    10 * time.Second,
 		clock:          clock.Real{},
 		pidsLimit:      DefaultPidsLimit,
+		isolation:      true,
 		nofile:         DefaultNofile,
 	}
 }
@@ -430,6 +432,19 @@ func WithMaxCommands(n int) Option {
 			return sbxerr.Invalid("max commands must not be negative, got %d", n)
 		}
 		cfg.maxCommands = n
+		return nil
+	}
+}
+
+// WithNetworkIsolation turns network isolation on (the default) or off.
+// On, sandboxes join the engine's "opensbx" bridge with inter-container
+// traffic off and, where the Manager can keep them (a local engine, root),
+// host firewall rules that keep them from the host's services and metadata
+// addresses (see Manager.Isolation). Off, they join Docker's default
+// bridge, where they reach each other and the host.
+func WithNetworkIsolation(on bool) Option {
+	return func(cfg *config) error {
+		cfg.isolation = on
 		return nil
 	}
 }

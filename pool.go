@@ -233,7 +233,7 @@ func (p *pool) recover(ctx context.Context, owned []engine.Container) {
 
 // match returns the template o (normalised) fits, or nil.
 func (p *pool) match(o CreateOptions) *poolTemplate {
-	if p == nil || o.PullMissing {
+	if p == nil || o.PullMissing || len(o.Egress) > 0 {
 		return nil
 	}
 	key := poolKey(o)

@@ -68,6 +68,12 @@ type CreateOptions struct {
 	// Runtime is the OCI runtime ("runc", "runsc" for gVisor); empty means
 	// the Manager's (WithRuntime), else the engine's default.
 	Runtime string
+	// Egress limits the destinations the sandbox may connect to: IPv4
+	// addresses or prefixes ("10.1.2.3", "192.0.2.0/24"), at most 64. Empty
+	// means anywhere outside but the host and metadata addresses. It needs
+	// the host firewall rules (Manager.Isolation().HostRules) and gives the
+	// sandbox a bridge network of its own.
+	Egress []string
 }
 
 // State is the normalised state of a sandbox.

@@ -102,6 +102,22 @@ func (m *Manager) existing(ctx context.Context, name, spec string) (*CreateResul
 // create makes one attempt with a given sandbox name.
 func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image, name, spec string) (_ *CreateResult, err error) {
 	cs := m.containerSpec(o, name, spec)
+	if len(o.Egress) > 0 {
+		net, err := m.egressNetwork(ctx, o.Egress)
+		if err != nil {
+			return nil, err
+		}
+		cs.NetworkMode, cs.Labels[labelEgressNet] = net, net
+		defer func() {
+			if err != nil {
+				cctx, cancel := cleanupContext(ctx)
+				defer cancel()
+				if derr := m.dropEgressNetwork(cctx, net); derr != nil {
+					err = fmt.Errorf("%w (and %v)", err, derr)
+				}
+			}
+		}()
+	}
 	id, err := m.makeContainer(ctx, cs, o, img, o.Name == "")
 	if err != nil {
 		return nil, err
@@ -204,7 +220,7 @@ func (m *Manager) removeLate(name string) {
 				if c.Name != name {
 					continue
 				}
-				if err := m.engine.Remove(ctx, c.ID); err != nil && !errors.Is(err, ErrNotFound) {
+				if err := m.remove(ctx, c.ID, c.Labels); err != nil {
 					return false, nil
 				}
 				return true, nil

@@ -134,19 +134,25 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("delete sandbox: %w", err)
 	}
 	m.publish(Event{Type: EventStopping, SandboxID: c.ID, Name: m.nameOf(c)})
-	if err := m.remove(ctx, c.ID); err != nil {
+	if err := m.remove(ctx, c.ID, c.Labels); err != nil {
 		return err
 	}
 	m.publish(Event{Type: EventDeleted, SandboxID: c.ID, Name: m.nameOf(c)})
 	return nil
 }
 
-// remove force-removes an owned container and forgets its state. A
-// container already gone counts as removed.
-func (m *Manager) remove(ctx context.Context, id string) error {
+// remove force-removes an owned container (with labels, as the engine
+// reported them) and forgets its state; an egress network of its own goes
+// with it. A container already gone counts as removed.
+func (m *Manager) remove(ctx context.Context, id string, labels map[string]string) error {
 	err := m.engine.Remove(ctx, id)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete sandbox %s: %w", shortID(id), err)
+	}
+	if name := labels[labelEgressNet]; name != "" {
+		if err := m.dropEgressNetwork(ctx, name); err != nil {
+			return fmt.Errorf("delete sandbox %s: %w", shortID(id), err)
+		}
 	}
 	m.index.drop(id)
 	m.stats.drop(id)

@@ -89,7 +89,7 @@ func (m *Manager) containerSpec(o CreateOptions, name, spec string) engine.Conta
 		User:           o.User,
 		Runtime:        o.Runtime,
 		ReadonlyRootfs: o.ReadOnlyRootfs,
-		NetworkMode:    o.Network,
+		NetworkMode:    m.networkFor(o),
 	}
 	if o.ReadOnlyRootfs {
 		cs.Mounts = append(cs.Mounts, engine.Mount{Target: "/tmp"}, engine.Mount{Target: "/work"})

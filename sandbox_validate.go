@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/opensbx/opensbx/internal/hostfw"
 	"github.com/opensbx/opensbx/internal/sbxerr"
 )
 
@@ -179,6 +180,16 @@ func (m *Manager) normalize(o CreateOptions) (CreateOptions, error) {
 		}
 	default:
 		return o, sbxerr.Invalid("network %q: want \"\" (the default) or \"none\"", o.Network)
+	}
+	if len(o.Egress) > 0 {
+		if o.Network != "" {
+			return o, sbxerr.Invalid("an egress allow-list needs a network")
+		}
+		cidrs, err := hostfw.ParseCIDRs(o.Egress)
+		if err != nil {
+			return o, sbxerr.Invalid("egress: %v", err)
+		}
+		o.Egress = cidrs
 	}
 	if o.Runtime == "" {
 		o.Runtime = m.cfg.runtime

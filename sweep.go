@@ -53,7 +53,7 @@ func (m *Manager) Sweep(ctx context.Context, opts SweepOptions) ([]string, error
 			continue
 		}
 		if m.owns(c.Labels) {
-			err = m.remove(ctx, c.ID)
+			err = m.remove(ctx, c.ID, c.Labels)
 		} else {
 			err = m.engine.Remove(ctx, c.ID)
 		}

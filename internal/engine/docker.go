@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
@@ -94,6 +95,7 @@ func (d *Docker) Info(ctx context.Context) (Info, error) {
 		return Info{}, Classify(err)
 	}
 	out := Info{
+		Local:         strings.HasPrefix(d.c.DaemonHost(), "unix://"),
 		Arch:          goArch(i.Architecture),
 		OS:            i.OSType,
 		Version:       i.ServerVersion,
@@ -304,7 +306,13 @@ func (d *Docker) Inspect(ctx context.Context, id string) (Container, error) {
 		}
 	}
 	out.Ports = map[string]string{}
+	out.IPs = map[string]string{}
 	if c.NetworkSettings != nil {
+		for name, ep := range c.NetworkSettings.Networks {
+			if ep != nil && ep.IPAddress != "" {
+				out.IPs[name] = ep.IPAddress
+			}
+		}
 		for port, bindings := range c.NetworkSettings.Ports {
 			for _, b := range bindings {
 				if b.HostPort != "" {
@@ -727,6 +735,81 @@ func registryKind(text string, code int) error {
 		return sbxerr.ErrImageNotFound
 	}
 	return nil
+}
+
+// Bridge driver options.
+const (
+	optBridgeName = "com.docker.network.bridge.name"
+	optICC        = "com.docker.network.bridge.enable_icc"
+	optMasquerade = "com.docker.network.bridge.enable_ip_masquerade"
+)
+
+// NetworkEnsure makes a bridge network or returns the existing one.
+func (d *Docker) NetworkEnsure(ctx context.Context, spec NetworkSpec) (Network, error) {
+	if n, err := d.networkInspect(ctx, spec.Name); err == nil {
+		return n, nil
+	} else if !errors.Is(err, sbxerr.ErrNotFound) {
+		return Network{}, err
+	}
+	opts := network.CreateOptions{
+		Driver: "bridge",
+		Labels: spec.Labels,
+		Options: map[string]string{
+			optBridgeName: spec.BridgeName,
+			optICC:        strconv.FormatBool(spec.ICC),
+			optMasquerade: "true",
+		},
+	}
+	if spec.Subnet != "" {
+		opts.IPAM = &network.IPAM{Driver: "default", Config: []network.IPAMConfig{{Subnet: spec.Subnet}}}
+	}
+	_, err := d.c.NetworkCreate(ctx, spec.Name, opts)
+	if err != nil {
+		// Made meanwhile by someone else (the engine answers a duplicate
+		// name or bridge in several ways): use theirs when it is there.
+		if n, ierr := d.networkInspect(ctx, spec.Name); ierr == nil {
+			return n, nil
+		}
+		return Network{}, Classify(err)
+	}
+	return d.networkInspect(ctx, spec.Name)
+}
+
+func (d *Docker) networkInspect(ctx context.Context, name string) (Network, error) {
+	n, err := d.c.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil {
+		return Network{}, Classify(err)
+	}
+	if n.Name != name {
+		return Network{}, sbxerr.NotFound("network %q: the engine answered for %q", name, n.Name)
+	}
+	return networkOf(n.ID, n.Name, n.Labels, n.Options, n.IPAM), nil
+}
+
+func networkOf(id, name string, labels, options map[string]string, ipam network.IPAM) Network {
+	out := Network{ID: id, Name: name, Labels: labels, Options: options}
+	for _, c := range ipam.Config {
+		out.Subnets = append(out.Subnets, c.Subnet)
+	}
+	return out
+}
+
+// NetworkRemove removes a network.
+func (d *Docker) NetworkRemove(ctx context.Context, name string) error {
+	return Classify(d.c.NetworkRemove(ctx, name))
+}
+
+// Networks lists labelled networks.
+func (d *Docker) Networks(ctx context.Context, labels map[string]string) ([]Network, error) {
+	list, err := d.c.NetworkList(ctx, network.ListOptions{Filters: labelFilter(labels)})
+	if err != nil {
+		return nil, Classify(err)
+	}
+	out := make([]Network, 0, len(list))
+	for _, n := range list {
+		out = append(out, networkOf(n.ID, n.Name, n.Labels, n.Options, n.IPAM))
+	}
+	return out, nil
 }
 
 // VolumeCreate makes a labelled volume.

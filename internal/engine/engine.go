@@ -93,6 +93,14 @@ type Engine interface {
 	// ImageRemove removes an image (or one of its tags).
 	ImageRemove(ctx context.Context, ref string, force bool) error
 
+	// NetworkEnsure makes the bridge network spec describes, or returns the
+	// one of that name that exists.
+	NetworkEnsure(ctx context.Context, spec NetworkSpec) (Network, error)
+	// NetworkRemove removes a network; one in use is ErrConflict.
+	NetworkRemove(ctx context.Context, name string) error
+	// Networks lists the networks carrying all the labels.
+	Networks(ctx context.Context, labels map[string]string) ([]Network, error)
+
 	// VolumeCreate makes a named local volume with labels (an existing
 	// volume of that name is kept).
 	VolumeCreate(ctx context.Context, name string, labels map[string]string) error
@@ -110,6 +118,9 @@ type Info struct {
 	OS string
 	// Version is the engine's version ("20.10.24").
 	Version string
+	// Local reports that the engine is on this machine (a unix socket), so
+	// that its host's firewall is this machine's.
+	Local bool
 	// Runtimes are the OCI runtimes the engine knows ("runc", "runsc").
 	Runtimes []string
 	// StorageDriver is the storage driver ("overlay2"), BackingFS the file
@@ -226,6 +237,31 @@ type Container struct {
 	// Ports maps published container ports ("8080/tcp") to host ports;
 	// empty while the container is not running.
 	Ports map[string]string
+	// IPs maps the networks the container is on to its IPv4 address there
+	// (Inspect only, while it runs).
+	IPs map[string]string
+}
+
+// NetworkSpec describes a bridge network.
+type NetworkSpec struct {
+	Name   string
+	Labels map[string]string
+	// BridgeName is the host interface's name (at most 15 characters).
+	BridgeName string
+	// ICC lets the network's containers reach each other.
+	ICC bool
+	// Subnet is the IPv4 subnet ("10.213.0.16/28"); "" lets the engine
+	// pick one.
+	Subnet string
+}
+
+// Network describes a network.
+type Network struct {
+	ID, Name string
+	Labels   map[string]string
+	// Options are the driver's ("com.docker.network.bridge.enable_icc").
+	Options map[string]string
+	Subnets []string
 }
 
 // StatsSample is one resource sample of a container, as raw counters.

@@ -56,6 +56,7 @@ type Engine struct {
 	containers map[string]*ctr
 	images     map[string]*img // by id
 	volumes    map[string]engine.Volume
+	networks   map[string]engine.Network
 	execs      map[string]*execState
 	fail       map[string]error
 	calls      []Call
@@ -103,6 +104,7 @@ func New(now func() time.Time) *Engine {
 		containers: map[string]*ctr{},
 		images:     map[string]*img{},
 		volumes:    map[string]engine.Volume{},
+		networks:   map[string]engine.Network{},
 		execs:      map[string]*execState{},
 		fail:       map[string]error{},
 		subs:       map[int]chan engine.Event{},
@@ -848,6 +850,62 @@ func (e *Engine) ImageRemove(ctx context.Context, ref string, force bool) error 
 	}
 	delete(e.images, im.ID)
 	return nil
+}
+
+// NetworkEnsure adds a network (keeping an existing one).
+func (e *Engine) NetworkEnsure(ctx context.Context, spec engine.NetworkSpec) (engine.Network, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.enter("NetworkEnsure", spec.Name); err != nil {
+		return engine.Network{}, err
+	}
+	if n, ok := e.networks[spec.Name]; ok {
+		return n, nil
+	}
+	n := engine.Network{ID: newID(), Name: spec.Name, Labels: spec.Labels, Options: map[string]string{
+		"com.docker.network.bridge.name":       spec.BridgeName,
+		"com.docker.network.bridge.enable_icc": strconv.FormatBool(spec.ICC),
+	}}
+	if spec.Subnet != "" {
+		n.Subnets = []string{spec.Subnet}
+	}
+	e.networks[spec.Name] = n
+	return n, nil
+}
+
+// NetworkRemove removes a network no container uses.
+func (e *Engine) NetworkRemove(ctx context.Context, name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.enter("NetworkRemove", name); err != nil {
+		return err
+	}
+	if _, ok := e.networks[name]; !ok {
+		return sbxerr.NotFound("network %s not found", name)
+	}
+	for _, c := range e.containers {
+		if c.spec.NetworkMode == name {
+			return sbxerr.Conflict("network %s has active endpoints", name)
+		}
+	}
+	delete(e.networks, name)
+	return nil
+}
+
+// Networks lists the networks carrying all labels.
+func (e *Engine) Networks(ctx context.Context, labels map[string]string) ([]engine.Network, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.enter("Networks", ""); err != nil {
+		return nil, err
+	}
+	var out []engine.Network
+	for _, n := range e.networks {
+		if matches(n.Labels, labels) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // VolumeCreate adds a volume (keeping an existing one).
