@@ -15,6 +15,9 @@ REGISTRY_CONFIG=$REGISTRY_DIR/config.yml
 DOCKERD_LOG=/var/log/opensbx-dockerd.log
 REGISTRY_LOG=/var/log/opensbx-registry.log
 WAIT_SECONDS=60
+RUNSC=/usr/bin/runsc
+DAEMON_JSON=/etc/docker/daemon.json
+RUNSC_JSON='{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}}}'
 
 say() { printf 'docker-up: %s\n' "$*"; }
 die() { printf 'docker-up: error: %s\n' "$*" >&2; exit 1; }
@@ -25,13 +28,42 @@ fi
 
 # 1. Packages.
 # busybox-static, not busybox: the test image is FROM scratch, without libc.
-if [[ ! -x $DOCKERD || ! -x /bin/busybox || ! -x $REGISTRY || ! -x $DOCKER ]] ||
+# runsc is gVisor, the sandboxing OCI runtime (registered with dockerd below).
+if [[ ! -x $DOCKERD || ! -x /bin/busybox || ! -x $REGISTRY || ! -x $DOCKER || ! -x $RUNSC ]] ||
 	! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q '^install ok installed$'; then
-	say "installing docker.io busybox-static docker-registry"
+	say "installing docker.io busybox-static docker-registry runsc"
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-		docker.io busybox-static docker-registry
+		docker.io busybox-static docker-registry runsc
 fi
+
+# 1b. gVisor: register runsc in daemon.json. On this kind of machine runsc
+# needs --network=host: its own network stack refuses the namespace the
+# engine makes. A daemon.json of someone else's is left alone unless it is
+# plain enough to extend (no runtimes yet).
+register_runsc() {
+	if [[ ! -e $DAEMON_JSON ]]; then
+		mkdir -p "$(dirname "$DAEMON_JSON")"
+		printf '%s\n' "$RUNSC_JSON" >"$DAEMON_JSON"
+		return 0
+	fi
+	grep -q '"runsc"' "$DAEMON_JSON" && return 0
+	if grep -q '"runtimes"' "$DAEMON_JSON" || ! command -v python3 >/dev/null 2>&1; then
+		say "warning: $DAEMON_JSON has runtimes of its own (or there is no python3 to merge it); add runsc by hand: $RUNSC_JSON"
+		return 1
+	fi
+	python3 - "$DAEMON_JSON" "$RUNSC" <<'PY'
+import json, sys
+path, runsc = sys.argv[1], sys.argv[2]
+with open(path) as f:
+    cfg = json.load(f)
+cfg.setdefault("runtimes", {})["runsc"] = {"path": runsc, "runtimeArgs": ["--network=host"]}
+with open(path + ".opensbx-tmp", "w") as f:
+    json.dump(cfg, f, indent=2)
+    f.write("\n")
+PY
+	mv "$DAEMON_JSON.opensbx-tmp" "$DAEMON_JSON"
+}
 
 # 2. Engine.
 engine_up() { "$DOCKER" info >/dev/null 2>&1; }
@@ -49,6 +81,23 @@ else
 	done
 	engine_up || die "dockerd did not answer within ${WAIT_SECONDS}s; see $DOCKERD_LOG"
 	say "engine up"
+fi
+
+# 2b. Runtimes: dockerd reloads them on SIGHUP.
+if ! "$DOCKER" info --format '{{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>/dev/null | grep -qw runsc; then
+	if register_runsc; then
+		say "registering runsc (gVisor) with dockerd"
+		pkill -HUP -x dockerd || true
+		for ((i = 0; i < 20; i++)); do
+			"$DOCKER" info --format '{{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>/dev/null | grep -qw runsc && break
+			sleep 0.5
+		done
+	fi
+fi
+if "$DOCKER" info --format '{{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>/dev/null | grep -qw runsc; then
+	say "runsc (gVisor) registered"
+else
+	say "warning: runsc is not registered; the gVisor tests will be skipped"
 fi
 
 # 3. Registry.
