@@ -17,6 +17,10 @@ import (
 	"github.com/opensbx/opensbx/internal/tarutil"
 )
 
+// maxListEntries bounds the entries ListDir returns: past it, listing fails
+// with ErrTooLarge rather than hold a million-file directory in memory.
+const maxListEntries = 100_000
+
 // ListDir lists the directory at path in sandbox sandboxID (following a
 // symbolic link at path), sorted by name, without "." and "..". Symbolic
 // links are described, not followed. It works on stopped sandboxes and
@@ -24,9 +28,10 @@ import (
 // of which only the headers of the direct children are kept. File bodies
 // are skipped, but the engine still sends the whole tree, so listing a
 // directory with a large subtree (such as "/") takes time in proportion to
-// the tree's size; memory stays flat. Errors: ErrInvalid for a bad path or
-// a path that is not a directory, ErrNotFound for a missing sandbox or
-// path.
+// the tree's size; memory grows only with the number of direct children,
+// at most 100,000 (more fail with ErrTooLarge). Errors: ErrInvalid for a
+// bad path or a path that is not a directory, ErrNotFound for a missing
+// sandbox or path, ErrTooLarge for a directory with too many entries.
 func (m *Manager) ListDir(ctx context.Context, sandboxID, path string) ([]FileInfo, error) {
 	ctx, done, err := m.begin(ctx)
 	if err != nil {
@@ -60,7 +65,7 @@ func (m *Manager) ListDir(ctx context.Context, sandboxID, path string) ([]FileIn
 		}
 		break
 	}
-	hdrs, err := tarutil.Children(rc)
+	hdrs, err := tarutil.Children(rc, maxListEntries)
 	rc.Close()
 	if err != nil {
 		return nil, fmt.Errorf("list directory %q: %w", p, err)

@@ -128,7 +128,12 @@ func ParseReference(ref string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return reference.FamiliarString(reference.TagNameOnly(named)), nil
+	out := reference.FamiliarString(reference.TagNameOnly(named))
+	if strings.HasPrefix(out, "sha256:") {
+		// A repository named sha256 reads like an image id once tagged.
+		return "", sbxerr.Invalid("image reference %q is ambiguous with an image id", ref)
+	}
+	return out, nil
 }
 
 func parseNamed(ref string) (reference.Named, error) {

@@ -163,8 +163,12 @@ func Rebase(tw *tar.Writer, r io.Reader, prefix string) (int, error) {
 // and returns the headers of the directory's direct children, in archive
 // order, with Name reduced to the child's base name (no trailing slash).
 // File bodies and deeper entries are skipped but still read from r: the
-// cost of listing a directory grows with the size of its whole tree.
-func Children(r io.Reader) ([]*tar.Header, error) {
+// cost of listing a directory grows with the size of its whole tree. Only
+// what a listing needs is kept of each header (no PAX records or extended
+// attributes), and a directory with more than max direct children fails
+// with an error matching sbxerr.ErrTooLarge, so memory stays bounded
+// whatever the directory holds.
+func Children(r io.Reader, max int) ([]*tar.Header, error) {
 	tr := tar.NewReader(r)
 	first, err := tr.Next()
 	if errors.Is(err, io.EOF) {
@@ -194,8 +198,13 @@ func Children(r io.Reader) ([]*tar.Header, error) {
 		if rel == "" || strings.Contains(rel, "/") {
 			continue
 		}
-		hdr.Name = rel
-		out = append(out, hdr)
+		if len(out) == max {
+			return nil, sbxerr.New(sbxerr.ErrTooLarge, "the directory has more than %d entries; list a subdirectory, or download it as tar", max)
+		}
+		out = append(out, &tar.Header{
+			Name: rel, Typeflag: hdr.Typeflag, Size: hdr.Size, Mode: hdr.Mode,
+			ModTime: hdr.ModTime, Linkname: hdr.Linkname,
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"strings"
@@ -204,7 +205,7 @@ func TestChildren(t *testing.T) {
 				entry{name: p + "z link", typ: tar.TypeSymlink, linkname: "a"},
 				entry{name: p + "hard", typ: tar.TypeLink, linkname: p + "a"},
 			)
-			hdrs, err := Children(bytes.NewReader(in))
+			hdrs, err := Children(bytes.NewReader(in), 1000)
 			is.NoErr(err)
 			var got []string
 			for _, h := range hdrs {
@@ -216,12 +217,12 @@ func TestChildren(t *testing.T) {
 	}
 	t.Run("not a directory", func(t *testing.T) {
 		is := is.New(t)
-		_, err := Children(bytes.NewReader(archive(t, entry{name: "f", typ: tar.TypeReg, body: "x"})))
+		_, err := Children(bytes.NewReader(archive(t, entry{name: "f", typ: tar.TypeReg, body: "x"})), 1000)
 		is.True(err != nil) // a file is not listed as a directory
 	})
 	t.Run("empty", func(t *testing.T) {
 		is := is.New(t)
-		_, err := Children(bytes.NewReader(archive(t)))
+		_, err := Children(bytes.NewReader(archive(t)), 1000)
 		is.True(err != nil) // an empty archive is an error
 	})
 }
@@ -238,4 +239,20 @@ func TestFirstAndFileMode(t *testing.T) {
 	is.Equal(FileMode(&tar.Header{Typeflag: tar.TypeSymlink, Mode: 0o777}), fs.ModeSymlink|0o777)
 	_, _, err = First(bytes.NewReader(archive(t)))
 	is.True(err != nil) // empty archive
+}
+
+func TestChildrenBounded(t *testing.T) {
+	var entries []entry
+	entries = append(entries, entry{name: "d/", typ: tar.TypeDir})
+	for i := 0; i < 11; i++ {
+		entries = append(entries, entry{name: fmt.Sprintf("d/f%d", i), typ: tar.TypeReg, body: "x"})
+	}
+	in := archive(t, entries...)
+	if _, err := Children(bytes.NewReader(in), 10); !errors.Is(err, sbxerr.ErrTooLarge) {
+		t.Fatalf("11 entries with a maximum of 10: want ErrTooLarge, got %v", err)
+	}
+	hdrs, err := Children(bytes.NewReader(in), 11)
+	if err != nil || len(hdrs) != 11 {
+		t.Fatalf("11 entries with a maximum of 11: %d, %v", len(hdrs), err)
+	}
 }
