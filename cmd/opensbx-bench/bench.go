@@ -38,6 +38,11 @@ const port = "8080"
 // cleanupTimeout bounds one cleanup step after the run's context ended.
 const cleanupTimeout = 3 * time.Minute
 
+// expiryMargin is how long after -timeout the run's cleanup may still
+// run: a row's cleanup, the release of two fixtures and the final sweep,
+// each bounded by cleanupTimeout.
+const expiryMargin = 5 * cleanupTimeout
+
 // bench is one run: the raw client, the Managers and the fixtures rows
 // share.
 type bench struct {
@@ -67,10 +72,10 @@ func newBench(ctx context.Context, cfg config, log io.Writer) (*bench, error) {
 	b := &bench{
 		cfg: cfg, log: log, cli: cli,
 		ns:  "bench-" + cfg.id,
-		ttl: cfg.timeout + 2*cleanupTimeout,
+		ttl: cfg.timeout + expiryMargin,
 		labels: map[string]string{
 			labelRun:     cfg.id,
-			labelExpires: strconv.FormatInt(start.Add(cfg.timeout+2*cleanupTimeout).Unix(), 10),
+			labelExpires: strconv.FormatInt(start.Add(cfg.timeout+expiryMargin).Unix(), 10),
 		},
 	}
 	if _, err := cli.ImageInspect(ctx, image); err != nil {
@@ -178,9 +183,9 @@ func (b *bench) releaseExecBox(ctx context.Context) error {
 // idleFixture is a Manager of its own with cfg.batch idle sandboxes, for
 // List and the heap figure.
 type idleFixture struct {
-	m    *opensbx.Manager
-	ns   string
-	ids  idList
+	m     *opensbx.Manager
+	ns    string
+	ids   idList
 	heap  float64 // HeapInuse bytes per idle sandbox
 	alloc float64 // HeapAlloc bytes per idle sandbox (finer than HeapInuse's pages)
 	over  int     // the number of sandboxes heap was measured over

@@ -22,7 +22,7 @@ var allRows = []*row{
 			"bounded json-file log, port on 127.0.0.1, keep-alive sleep) + ContainerStart + ContainerInspect."},
 	{name: "pool-create", run: func(ctx context.Context, t *trial) error { return runPoolLatency(ctx, t, false) },
 		what: "Create served from a warm pool (WithPool, one template, Size = -n), refilled to full before each " +
-			"iteration; the refill a hit starts runs during the rest of that Create. " +
+			"side of each iteration; the refill a hit starts runs during the rest of that Create. " +
 			"Raw: ContainerRename of a pre-created running container + ContainerInspect."},
 	{name: "create-run", run: runCreateRun,
 		what: "Cold Create, then Run `echo hi` to its end with its output. " +
@@ -258,6 +258,11 @@ func runPoolLatency(ctx context.Context, t *trial, withCommand bool) error {
 			return checkHi(managerRun(ctx, p.m, id, "echo", "hi"))
 		})
 	}, func(ctx context.Context, i int) (time.Duration, error) {
+		// The refill the Manager's last hit started must not run during the
+		// raw side's timed part either.
+		if err := p.waitFull(ctx); err != nil {
+			return 0, err
+		}
 		id := ready[i]
 		return timed(func() error {
 			if err := b.rawAdopt(ctx, id); err != nil || !withCommand {
