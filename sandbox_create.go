@@ -206,11 +206,18 @@ func (m *Manager) makeContainer(ctx context.Context, cs engine.ContainerSpec, o 
 
 // removeLate removes the container called name if the engine creates it
 // within a minute (a loaded engine may finish a create long after the
-// client left), for a create whose request was cancelled.
+// client left), for a create whose request was cancelled. Close does not
+// abandon it at once: it keeps looking for up to 5 more seconds, so that a
+// create cancelled just before Close leaves nothing.
 func (m *Manager) removeLate(name string) {
-	m.goBackground(func(ctx context.Context) {
-		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	m.goBackground(func(mctx context.Context) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(mctx), time.Minute)
 		defer cancel()
+		stop := context.AfterFunc(mctx, func() {
+			t := time.AfterFunc(5*time.Second, cancel)
+			context.AfterFunc(ctx, func() { t.Stop() })
+		})
+		defer stop()
 		err := poll.Until(ctx, poll.Backoff{Min: 50 * time.Millisecond, Max: time.Second}, func() (bool, error) {
 			cs, err := m.engine.List(ctx, m.ownedLabels())
 			if err != nil {

@@ -15,6 +15,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
+	"github.com/docker/go-units"
+	"github.com/opensbx/opensbx"
 )
 
 // The raw side: the same work as the Manager's, in Docker SDK calls.
@@ -25,13 +27,20 @@ import (
 const (
 	rawMemory    = 1024 << 20 // opensbx.DefaultMemoryMB
 	rawNanoCPUs  = 1e9        // opensbx.DefaultCPUs
-	rawPidsLimit = 4096
+	rawPidsLimit = opensbx.DefaultPidsLimit
+	rawNofile    = opensbx.DefaultNofile
+	rawNetwork   = "opensbx"   // the Manager's isolated bridge, made by its New
 	rawHostIP    = "127.0.0.1" // opensbx.DefaultHostIP
 	rawStopSecs  = 10          // the Manager's default stop timeout
 )
 
 // rawKeepAlive is the Manager's keep-alive main process.
-var rawKeepAlive = []string{"sleep", "2147483647"}
+func rawKeepAlive() []string { return []string{"sleep", "2147483647"} }
+
+// rawCaps are the capabilities the Manager keeps.
+func rawCaps() []string {
+	return []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"}
+}
 
 // rawName returns a container name no other container of the run has.
 func (b *bench) rawName(kind string) string {
@@ -50,8 +59,8 @@ func (b *bench) rawSpec() (*container.Config, *container.HostConfig) {
 	pids := int64(rawPidsLimit)
 	cfg := &container.Config{
 		Image:        image,
-		Entrypoint:   rawKeepAlive[:1],
-		Cmd:          rawKeepAlive[1:],
+		Entrypoint:   rawKeepAlive()[:1],
+		Cmd:          rawKeepAlive()[1:],
 		Labels:       labels,
 		ExposedPorts: nat.PortSet{p: {}},
 	}
@@ -60,8 +69,12 @@ func (b *bench) rawSpec() (*container.Config, *container.HostConfig) {
 		PortBindings: nat.PortMap{p: {{HostIP: rawHostIP}}},
 		Resources: container.Resources{
 			Memory: rawMemory, MemorySwap: rawMemory, NanoCPUs: rawNanoCPUs, PidsLimit: &pids,
+			Ulimits: []*units.Ulimit{{Name: "nofile", Soft: rawNofile, Hard: rawNofile}},
 		},
 		SecurityOpt: []string{"no-new-privileges:true"},
+		CapDrop:     []string{"ALL"},
+		CapAdd:      rawCaps(),
+		NetworkMode: rawNetwork,
 		LogConfig:   container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "1"}},
 	}
 	return cfg, host
