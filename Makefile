@@ -1,12 +1,16 @@
 # make test is THE test command (CI runs it through .ci/run).
 
 GO ?= go
+# How long each fuzz target runs: a few seconds in `make test`, longer with
+# `make fuzz FUZZTIME=10m`.
+FUZZTIME ?= 3s
 
-.PHONY: all engine images test run
+.PHONY: all engine images test fuzz fuzz-smoke run bench
 
 all: test
 
-# Install (Debian packages) and start the Docker engine and the local registry.
+# Install (Debian packages) and start the Docker engine (with gVisor's runsc
+# registered) and the local registry.
 engine:
 	bash scripts/docker-up.sh
 
@@ -17,6 +21,26 @@ images: engine
 test: images
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-smoke
+
+# Every fuzz target for FUZZTIME each (one at a time: go test -fuzz takes a
+# single target).
+fuzz-smoke:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+		for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do \
+			echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel 2 $$pkg >/dev/null || \
+				{ $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel 2 $$pkg; exit 1; }; \
+		done; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-smoke FUZZTIME=$(FUZZTIME)
 
 run: engine
 	$(GO) run ./cmd/opensbx
+
+# The benchmark table (Manager vs raw SDK); see docs/benchmarks.md.
+bench: images
+	$(GO) run ./cmd/opensbx-bench

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ type entry struct {
 	mode     int64
 }
 
-func archive(t *testing.T, entries ...entry) []byte {
+func archive(t testing.TB, entries ...entry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -255,4 +256,49 @@ func TestChildrenBounded(t *testing.T) {
 	if err != nil || len(hdrs) != 11 {
 		t.Fatalf("11 entries with a maximum of 11: %d, %v", len(hdrs), err)
 	}
+}
+
+// FuzzCleanName: an accepted entry name stays inside the target.
+func FuzzCleanName(f *testing.F) {
+	for _, s := range []string{"a", "./", "a/../b", "../x", "/abs", "a/../../b", "a\x00b", "", ".", "a//b/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := CleanName(s)
+		if err != nil {
+			return
+		}
+		if c == ".." || strings.HasPrefix(c, "../") || strings.HasPrefix(c, "/") || strings.IndexByte(c, 0) >= 0 || path.Clean(c) != c {
+			t.Fatalf("CleanName(%q) = %q", s, c)
+		}
+	})
+}
+
+// FuzzArchives: whatever tar stream a caller or a sandbox sends, Rebase
+// writes only entries below its prefix, and Children and First never
+// panic.
+func FuzzArchives(f *testing.F) {
+	f.Add(archive(f, entry{name: "d/", typ: tar.TypeDir}, entry{name: "d/f", typ: tar.TypeReg, body: "x"}))
+	f.Add(archive(f, entry{name: "../evil", typ: tar.TypeReg, body: "x"}))
+	f.Add(archive(f, entry{name: "l", typ: tar.TypeSymlink, linkname: "/etc/passwd"}))
+	f.Add([]byte("not a tar"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out bytes.Buffer
+		tw := tar.NewWriter(&out)
+		if _, err := Rebase(tw, bytes.NewReader(in), "pre"); err == nil {
+			tw.Close()
+			tr := tar.NewReader(&out)
+			for {
+				hdr, err := tr.Next()
+				if err != nil {
+					break
+				}
+				if !strings.HasPrefix(hdr.Name, "pre/") {
+					t.Fatalf("Rebase wrote %q outside its prefix", hdr.Name)
+				}
+			}
+		}
+		Children(bytes.NewReader(in), 1000)
+		First(bytes.NewReader(in))
+	})
 }
