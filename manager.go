@@ -134,6 +134,7 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 	if err != nil {
 		return fail(fmt.Errorf("list sandboxes: %w", err))
 	}
+	owned = m.removeHalfMade(ctx, owned)
 	alive := map[string]bool{}
 	for _, c := range owned {
 		alive[c.ID] = true
@@ -158,6 +159,24 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 		(&pool{m: m}).recover(ctx, pooledOnes) // no templates: remove them all
 	}
 	return m, nil
+}
+
+// removeHalfMade removes the containers a Manager killed mid-Create left
+// behind: created, never started, for longer than a Create takes. It
+// returns the others.
+func (m *Manager) removeHalfMade(ctx context.Context, owned []engine.Container) []engine.Container {
+	kept := owned[:0]
+	for _, c := range owned {
+		if c.State.Status == "created" && m.now().Sub(c.Created) > m.cfg.halfMadeAge {
+			if err := m.engine.Remove(ctx, c.ID); err == nil || errors.Is(err, ErrNotFound) {
+				m.index.drop(c.ID)
+				m.log.Info("removed a sandbox that a stopped Manager left half-made", "sandbox", shortID(c.ID))
+				continue
+			}
+		}
+		kept = append(kept, c)
+	}
+	return kept
 }
 
 // Close stops the Manager's background work (expiry, command output pumps,

@@ -69,6 +69,7 @@ type config struct {
 	maxSandboxes   int
 	maxCommands    int
 	isolation      bool
+	halfMadeAge    time.Duration // a container never started for this long was left by a killed Manager
 	host           string
 	namespace      string
 	defaults       Resources
@@ -101,6 +102,7 @@ func defaultConfig() config {
 		clock:          clock.Real{},
 		pidsLimit:      DefaultPidsLimit,
 		isolation:      true,
+		halfMadeAge:    30 * time.Second,
 		nofile:         DefaultNofile,
 	}
 }
@@ -445,6 +447,15 @@ func WithMaxCommands(n int) Option {
 func WithNetworkIsolation(on bool) Option {
 	return func(cfg *config) error {
 		cfg.isolation = on
+		return nil
+	}
+}
+
+// withHalfMadeAge sets after how long a never-started container counts as
+// left by a killed Manager (tests).
+func withHalfMadeAge(d time.Duration) Option {
+	return func(cfg *config) error {
+		cfg.halfMadeAge = d
 		return nil
 	}
 }
