@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"mime"
@@ -158,6 +160,53 @@ func (req writeRequest) data(limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// rawWriteRequest is writeRequest with the content kept as raw JSON, so
+// that a large file is not copied more than it must be: a text without
+// escapes is written from the request's own bytes, base64 is decoded from
+// them straight.
+type rawWriteRequest struct {
+	Content  json.RawMessage `json:"content"`
+	Encoding string          `json:"encoding"`
+}
+
+func (req rawWriteRequest) data(limit int64) ([]byte, error) {
+	raw := req.Content
+	if len(raw) == 0 || string(raw) == "null" {
+		return writeRequest{Encoding: req.Encoding}.data(limit) // the same message
+	}
+	if raw[0] != '"' {
+		return nil, badRequest(`wrong type for content: want a JSON string`)
+	}
+	body := raw[1 : len(raw)-1]
+	if bytes.IndexByte(body, '\\') >= 0 || !utf8.Valid(body) {
+		// Escapes (or bytes JSON text cannot carry): let the JSON decoder
+		// undo them, as for any other string.
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, badRequest("malformed JSON content: " + err.Error())
+		}
+		return writeRequest{Content: &s, Encoding: req.Encoding}.data(limit)
+	}
+	var data []byte
+	switch req.Encoding {
+	case "", "utf-8", "utf8", "text":
+		data = body
+	case "base64":
+		data = make([]byte, base64.StdEncoding.DecodedLen(len(body)))
+		n, err := base64.StdEncoding.Decode(data, body)
+		if err != nil {
+			return nil, badRequest(`"content" is not valid base64: ` + err.Error())
+		}
+		data = data[:n]
+	default:
+		return writeRequest{Content: new(string), Encoding: req.Encoding}.data(limit)
+	}
+	if int64(len(data)) > limit {
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge, code: codeTooLarge, message: "file is over the limit of " + itoa(limit) + " bytes"}
+	}
+	return data, nil
+}
+
 type writeResponse struct {
 	Path   string `json:"path"`
 	Status string `json:"status"`
@@ -197,7 +246,7 @@ func (s *server) handleFileWrite() http.Handler {
 		}
 		// JSON: base64 makes content up to 4/3 larger, plus some room for
 		// escapes and the envelope.
-		var req writeRequest
+		var req rawWriteRequest
 		if err := decode(w, r, limit/3*4+s.maxBody, &req); err != nil {
 			s.fail(w, r, err)
 			return
