@@ -225,7 +225,7 @@ func TestSmokeEcho(t *testing.T) {
 	e := newEnv(t, server.Config{})
 	r := run(t, e.c, agent.ExecRequest{Argv: []string{"echo", "hi"}})
 	is.Equal(string(r.stdout), "hi\n") // output
-	is.Equal(r.code(), 0)               // exit code
+	is.Equal(r.code(), 0)              // exit code
 	is.Equal(r.cmd.State, agent.StateFinished)
 	is.True(!strings.Contains(string(r.stderr), "x"))
 }

@@ -299,13 +299,13 @@ func writeFile(req wire.WriteRequest, fr *wire.Reader, w *wire.Writer) error {
 	if req.Size >= 0 && n != req.Size {
 		return respondErr(w, invalid("content ended after %d of %d bytes", n, req.Size))
 	}
-	if err := f.Chmod(mode); err != nil {
-		return respondErr(w, err)
-	}
-	if os.Getuid() == 0 {
+	if os.Getuid() == 0 { // before Chmod: a chown clears setuid and setgid
 		if err := f.Chown(0, 0); err != nil {
 			return respondErr(w, err)
 		}
+	}
+	if err := f.Chmod(mode); err != nil {
+		return respondErr(w, err)
 	}
 	if err := f.Close(); err != nil {
 		return respondErr(w, fmt.Errorf("write %s: %w", p, err))

@@ -223,13 +223,16 @@ func tarIn(req wire.PathRequest, fr *wire.Reader, w *wire.Writer) error {
 			}
 			return respondErr(w, invalid("read tar: %v", err))
 		}
-		if err := unpack(root, tr, hdr); err != nil {
+		done, err := unpack(root, tr, hdr)
+		if err != nil {
 			if body.Aborted() {
 				return fmt.Errorf("tar upload aborted: %w", err)
 			}
 			return respondErr(w, err)
 		}
-		n++
+		if done {
+			n++
+		}
 	}
 	// What follows the archive's end must be padding, then KindEnd.
 	if k, err := io.Copy(io.Discard, io.LimitReader(body, maxTarTrailer+1)); err != nil {
@@ -243,15 +246,20 @@ func tarIn(req wire.PathRequest, fr *wire.Reader, w *wire.Writer) error {
 	return respond(w, wire.TarInReply{Entries: n})
 }
 
-// unpack writes one archive entry into root.
-func unpack(root *os.Root, tr *tar.Reader, hdr *tar.Header) error {
+// unpack writes one archive entry into root; it reports false for an
+// entry it skips.
+func unpack(root *os.Root, tr *tar.Reader, hdr *tar.Header) (bool, error) {
 	name, err := tarutil.CleanName(hdr.Name)
 	if err != nil {
-		return invalid("%v", err)
+		return false, invalid("%v", err)
 	}
 	if name == "." {
-		return nil // the directory itself keeps its mode
+		return false, nil // the directory itself keeps its mode
 	}
+	return true, unpackEntry(root, tr, hdr, name)
+}
+
+func unpackEntry(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string) error {
 	mode := fs.FileMode(hdr.Mode & 0o777)
 	if hdr.Mode&0o4000 != 0 {
 		mode |= fs.ModeSetuid
