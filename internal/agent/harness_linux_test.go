@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 		os.Exit(helper(mode, os.Args[1:]))
 	}
 	code := m.Run()
+	removeBuilt()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)

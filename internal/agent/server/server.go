@@ -330,6 +330,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.cancel() // before the listeners close: Serve then knows why
 	for l := range s.listeners {
 		l.Close()
 	}
@@ -337,7 +338,6 @@ func (s *Server) Close() error {
 		sess.Close()
 	}
 	s.mu.Unlock()
-	s.cancel()
 	s.wg.Wait()
 	s.cmds.close(2 * time.Second)
 	return nil

@@ -134,7 +134,6 @@ func serve(args []string, stderr io.Writer) int {
 			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
 				// The sandbox stops: its processes go with it, there is
 				// nothing to wait for.
-				l.Close()
 				return 0
 			}
 		}
@@ -153,7 +152,6 @@ func serve(args []string, stderr io.Writer) int {
 		case sig := <-sigs:
 			_ = m.Signal(sig)
 		case <-m.Done():
-			l.Close()
 			return m.ExitCode()
 		}
 	}
