@@ -70,12 +70,16 @@ const (
 // stops too). When the session dies (Done is closed) every call fails with
 // an error matching ErrSessionClosed.
 type Client struct {
-	conn    *trackedConn
-	sess    *yamux.Session
-	info    Info
-	closed  atomic.Bool
-	bufPool sync.Pool // *[]byte of wire.MaxData, for uploads
+	conn   *trackedConn
+	sess   *yamux.Session
+	info   Info
+	closed atomic.Bool
 }
+
+// uploadChunk is the largest data frame the client sends. Smaller than
+// wire.MaxData: the session keeps a send buffer as large as the largest
+// frame it wrote, for as long as it lives.
+const uploadChunk = 16 << 10
 
 // trackedConn remembers the first error of the connection, to explain a
 // dead session.
@@ -143,10 +147,6 @@ func NewClient(ctx context.Context, conn io.ReadWriteCloser) (*Client, error) {
 		return nil, fmt.Errorf("agent session: %w", err)
 	}
 	c := &Client{conn: tc, sess: sess}
-	c.bufPool.New = func() any {
-		b := make([]byte, wire.MaxData)
-		return &b
-	}
 	info, err := c.Hello(ctx)
 	if err != nil {
 		sess.Close()
@@ -501,7 +501,7 @@ func (c *Client) Stdin(ctx context.Context, id string, r io.Reader, closeStdin b
 	if closeStdin {
 		flags = wire.EndClose
 	}
-	resp, err := cl.upload(r, flags)
+	resp, err := cl.upload(r, -1, flags)
 	if err != nil {
 		return 0, err
 	}
@@ -521,10 +521,11 @@ type readError struct{ err error }
 func (e *readError) Error() string { return "read content: " + e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
 
-// upload sends r as data frames and a KindEnd frame with flags, while
-// watching for the agent's answer: an answer that comes early (an error)
-// stops the sending. It returns the final Response.
-func (cl *call) upload(r io.Reader, flags byte) (wire.Response, error) {
+// upload sends r (size bytes, -1 when unknown) as data frames and a
+// KindEnd frame with flags, while watching for the agent's answer: an
+// answer that comes early (an error) stops the sending. It returns the
+// final Response.
+func (cl *call) upload(r io.Reader, size int64, flags byte) (wire.Response, error) {
 	type result struct {
 		r   wire.Response
 		err error
@@ -538,9 +539,11 @@ func (cl *call) upload(r io.Reader, flags byte) (wire.Response, error) {
 	var early *result
 	send := func() error {
 		if r != nil {
-			bp := cl.c.bufPool.Get().(*[]byte)
-			defer cl.c.bufPool.Put(bp)
-			buf := *bp
+			n := int64(uploadChunk)
+			if size >= 0 && size < n {
+				n = size + 1 // room to see the end
+			}
+			buf := make([]byte, n)
 			for {
 				select {
 				case res := <-answer:
@@ -816,7 +819,7 @@ func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, size i
 		return 0, err
 	}
 	defer cl.close()
-	resp, err := cl.upload(r, 0)
+	resp, err := cl.upload(r, size, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -941,7 +944,7 @@ func (c *Client) TarIn(ctx context.Context, dir string, r io.Reader) (int, error
 		return 0, err
 	}
 	defer cl.close()
-	resp, err := cl.upload(r, 0)
+	resp, err := cl.upload(r, -1, 0)
 	if err != nil {
 		return 0, err
 	}

@@ -452,7 +452,7 @@ func alive(pid int) bool {
 }
 
 // waitFor polls cond until it holds; the test fails after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for !cond() {
@@ -464,18 +464,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // waitForChild waits until pid runs sleep (the shell has exec'd it).
-func waitForChild(t *testing.T, pid int) {
+func waitForChild(t testing.TB, pid int) {
 	waitFor(t, fmt.Sprintf("pid %d to run sleep", pid), func() bool {
 		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 		return strings.TrimSpace(string(b)) == "sleep"
 	})
 }
 
-func waitGone(t *testing.T, pid int) {
+func waitGone(t testing.TB, pid int) {
 	waitFor(t, fmt.Sprintf("pid %d to end", pid), func() bool { return !alive(pid) })
 }
 
-func waitState(t *testing.T, pid int, state byte) {
+func waitState(t testing.TB, pid int, state byte) {
 	waitFor(t, fmt.Sprintf("pid %d in state %c", pid, state), func() bool { return procState(pid) == state })
 }
 

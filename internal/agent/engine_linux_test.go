@@ -38,7 +38,7 @@ const agentPath = "/opensbx-agent"
 // newSandbox creates and starts a labelled container of image running
 // entrypoint and cmd under Init, with the agent program copied in. It is
 // removed when the test ends.
-func newSandbox(t *testing.T, cli *client.Client, image string, entrypoint, cmd []string) string {
+func newSandbox(t testing.TB, cli *client.Client, image string, entrypoint, cmd []string) string {
 	t.Helper()
 	ctx := testCtx(t)
 	init := true
@@ -113,7 +113,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 }
 
 // startRelay runs `opensbx-agent connect` in the container as user.
-func startRelay(t *testing.T, cli *client.Client, id, user string) (*execConn, string) {
+func startRelay(t testing.TB, cli *client.Client, id, user string) (*execConn, string) {
 	t.Helper()
 	ctx := testCtx(t)
 	ex, err := cli.ContainerExecCreate(ctx, id, container.ExecOptions{
@@ -142,7 +142,7 @@ func startRelay(t *testing.T, cli *client.Client, id, user string) (*execConn, s
 
 // connectAgent opens a Client to the container's agent, retrying while
 // the agent starts.
-func connectAgent(t *testing.T, cli *client.Client, id string) *agent.Client {
+func connectAgent(t testing.TB, cli *client.Client, id string) *agent.Client {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -163,7 +163,7 @@ func connectAgent(t *testing.T, cli *client.Client, id string) *agent.Client {
 
 // relayExit runs the relay as user with no input and returns its exit
 // code and stderr.
-func relayExit(t *testing.T, cli *client.Client, id, user string) (int, string) {
+func relayExit(t testing.TB, cli *client.Client, id, user string) (int, string) {
 	t.Helper()
 	conn, execID := startRelay(t, cli, id, user)
 	conn.hj.CloseWrite()
@@ -181,7 +181,7 @@ func relayExit(t *testing.T, cli *client.Client, id, user string) (int, string) 
 	return code, conn.Stderr()
 }
 
-func engine(t *testing.T) *client.Client {
+func engine(t testing.TB) *client.Client {
 	cli := testenv.Engine(t)
 	testenv.Images(t, cli)
 	return cli

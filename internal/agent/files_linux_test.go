@@ -27,7 +27,7 @@ import (
 // weirdNames are literal file names: nothing may interpret them.
 var weirdNames = []string{"with space", `"double"`, "'single'", "$(touch pwned)", "semi;colon", "new\nline", "star*", "-dash", "ünï", "back\\slash"}
 
-func readAll(t *testing.T, c *agent.Client, p string, limit int64) ([]byte, agent.FileInfo, error) {
+func readAll(t testing.TB, c *agent.Client, p string, limit int64) ([]byte, agent.FileInfo, error) {
 	t.Helper()
 	rc, fi, err := c.ReadFile(testCtx(t), p, limit)
 	if err != nil {
@@ -38,7 +38,7 @@ func readAll(t *testing.T, c *agent.Client, p string, limit int64) ([]byte, agen
 	return b, fi, err
 }
 
-func write(t *testing.T, c *agent.Client, p string, data []byte, mode fs.FileMode) error {
+func write(t testing.TB, c *agent.Client, p string, data []byte, mode fs.FileMode) error {
 	t.Helper()
 	_, err := c.WriteFile(testCtx(t), p, bytes.NewReader(data), int64(len(data)), mode)
 	return err
@@ -354,7 +354,7 @@ type tarEntry struct {
 	body string
 }
 
-func makeTar(t *testing.T, entries ...tarEntry) []byte {
+func makeTar(t testing.TB, entries ...tarEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -377,7 +377,7 @@ func makeTar(t *testing.T, entries ...tarEntry) []byte {
 	return buf.Bytes()
 }
 
-func readTar(t *testing.T, r io.Reader) map[string]string {
+func readTar(t testing.TB, r io.Reader) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	var order []string

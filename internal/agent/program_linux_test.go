@@ -86,7 +86,7 @@ func (p pipeConn) Close() error {
 
 // startServe runs `opensbx-agent serve` on a fresh socket; it is stopped
 // with SIGKILL when the test ends unless the test waited for it.
-func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *bytes.Buffer) {
+func startServe(t testing.TB, args ...string) (*exec.Cmd, string, *bytes.Buffer) {
 	t.Helper()
 	sock := socketName()
 	cmd := exec.Command(agentBinary(t), append([]string{"serve", "-socket", sock}, args...)...)
@@ -103,7 +103,7 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *bytes.Buffer)
 }
 
 // waitListening waits until something accepts on sock.
-func waitListening(t *testing.T, sock string) {
+func waitListening(t testing.TB, sock string) {
 	waitFor(t, "the agent to listen on "+sock, func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
@@ -115,7 +115,7 @@ func waitListening(t *testing.T, sock string) {
 
 // connectClient runs `opensbx-agent connect` and opens a Client over its
 // stdin and stdout.
-func connectClient(t *testing.T, sock string) (*agent.Client, *exec.Cmd) {
+func connectClient(t testing.TB, sock string) (*agent.Client, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command(agentBinary(t), "connect", "-socket", sock)
 	stdin, err := cmd.StdinPipe()
@@ -138,7 +138,7 @@ func connectClient(t *testing.T, sock string) (*agent.Client, *exec.Cmd) {
 	return c, cmd
 }
 
-func exitCode(t *testing.T, err error) int {
+func exitCode(t testing.TB, err error) int {
 	t.Helper()
 	if err == nil {
 		return 0

@@ -369,23 +369,29 @@ func (s *Server) handle(sctx context.Context, st *yamux.Stream) {
 	// stopped reading.
 	stop := context.AfterFunc(ctx, func() { st.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := s.dispatch(ctx, cancel, st, req, fr, w); err != nil {
+	var watcher sync.WaitGroup
+	defer func() {
+		st.SetReadDeadline(time.Unix(1, 0)) // ends the watcher, if any
+		watcher.Wait()
+	}()
+	// watch cancels the operation when the client closes its side of the
+	// stream (it gave up): a download reads nothing after its Request.
+	watch := func() {
+		watcher.Add(1)
+		go func() {
+			defer watcher.Done()
+			var b [1]byte
+			st.Read(b[:])
+			cancel()
+		}()
+	}
+	if err := s.dispatch(ctx, watch, req, fr, w); err != nil {
 		s.cfg.Logger.Debug("operation ended early", "op", req.Op, "err", err)
 		return
 	}
 	if err := w.Flush(); err != nil {
 		s.cfg.Logger.Debug("operation ended early", "op", req.Op, "err", err)
 	}
-}
-
-// watch cancels the operation when the client closes its side of the
-// stream (it gave up): a download reads nothing after its Request.
-func watch(st *yamux.Stream, cancel context.CancelFunc) {
-	go func() {
-		var b [1]byte
-		st.Read(b[:])
-		cancel()
-	}()
 }
 
 func decodeBody(req wire.Request, v any) error {
@@ -401,7 +407,7 @@ func decodeBody(req wire.Request, v any) error {
 // dispatch runs one operation. A returned error means the stream failed
 // (nothing more can be sent); failures of the operation itself are sent as
 // a Response.
-func (s *Server) dispatch(ctx context.Context, cancel context.CancelFunc, st *yamux.Stream, req wire.Request, fr *wire.Reader, w *wire.Writer) error {
+func (s *Server) dispatch(ctx context.Context, watch func(), req wire.Request, fr *wire.Reader, w *wire.Writer) error {
 	simple := func(body any, err error) error {
 		if err != nil {
 			return respondErr(w, err)
@@ -433,7 +439,7 @@ func (s *Server) dispatch(ctx context.Context, cancel context.CancelFunc, st *ya
 		if err != nil {
 			return respondErr(w, err)
 		}
-		watch(st, cancel)
+		watch()
 		if err := respond(w, c.info()); err != nil {
 			return err
 		}
@@ -451,7 +457,7 @@ func (s *Server) dispatch(ctx context.Context, cancel context.CancelFunc, st *ya
 		}
 		return simple(s.cmds.signal(r.ID, r.Signal))
 	case wire.OpList:
-		watch(st, cancel)
+		watch()
 		return s.list(ctx, w)
 	case wire.OpForget:
 		var r wire.IDRequest
@@ -470,7 +476,7 @@ func (s *Server) dispatch(ctx context.Context, cancel context.CancelFunc, st *ya
 		if err := decodeBody(req, &r); err != nil {
 			return respondErr(w, err)
 		}
-		watch(st, cancel)
+		watch()
 		return readFile(r, w)
 	case wire.OpWrite:
 		var r wire.WriteRequest
@@ -483,7 +489,7 @@ func (s *Server) dispatch(ctx context.Context, cancel context.CancelFunc, st *ya
 		if err := decodeBody(req, &r); err != nil {
 			return respondErr(w, err)
 		}
-		watch(st, cancel)
+		watch()
 		return listDir(ctx, r, w)
 	case wire.OpRemove:
 		var r wire.PathRequest
@@ -496,7 +502,7 @@ func (s *Server) dispatch(ctx context.Context, cancel context.CancelFunc, st *ya
 		if err := decodeBody(req, &r); err != nil {
 			return respondErr(w, err)
 		}
-		watch(st, cancel)
+		watch()
 		return tarOut(r, w)
 	case wire.OpTarIn:
 		var r wire.PathRequest

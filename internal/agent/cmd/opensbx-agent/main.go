@@ -95,6 +95,7 @@ func serve(args []string, stderr io.Writer) int {
 	maxRunning := fs.Int("max-running", 1024, "most commands running at once")
 	maxFinished := fs.Int("max-finished", 256, "most finished commands kept")
 	maxFinishedOutput := fs.Int64("max-finished-output", 256<<20, "most output bytes kept by finished commands together")
+	maxSessions := fs.Int("max-sessions", 16, "most sessions (Manager connections) served at once")
 	verbose := fs.Bool("v", false, "log debug messages to stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -113,6 +114,7 @@ func serve(args []string, stderr io.Writer) int {
 		MaxRunning:        *maxRunning,
 		MaxFinished:       *maxFinished,
 		MaxFinishedOutput: *maxFinishedOutput,
+		MaxSessions:       *maxSessions,
 		Logger:            log,
 	})
 	// Signals are caught before anything starts, so none is lost.
