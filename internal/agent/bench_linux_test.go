@@ -12,7 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/opensbx/opensbx/internal/agent"
 	"github.com/opensbx/opensbx/internal/agent/server"
@@ -183,4 +185,38 @@ func BenchmarkIdleSessionHeap(b *testing.B) {
 func benchSandbox(b *testing.B, cli *client.Client) (*agent.Client, string) {
 	id := newSandbox(b, cli, testenv.BusyboxImage, []string{agentPath}, []string{"serve", "-max-finished", "16"})
 	return connectAgent(b, cli, id), id
+}
+
+// BenchmarkEngineChannelFloor is the floor under the agent's numbers: a
+// 16-byte write through an open exec of `cat` and back, with the same
+// stdcopy demultiplexing, no agent involved.
+func BenchmarkEngineChannelFloor(b *testing.B) {
+	cli := testenv.Engine(b)
+	testenv.Images(b, cli)
+	id := newSandbox(b, cli, testenv.BusyboxImage, []string{"sleep"}, []string{"1000"})
+	ctx := testCtx(b)
+	ex, err := cli.ContainerExecCreate(ctx, id, container.ExecOptions{AttachStdin: true, AttachStdout: true, Cmd: []string{"cat"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hj, err := cli.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hj.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(pw, io.Discard, hj.Reader)
+		pw.CloseWithError(err)
+	}()
+	msg := []byte("0123456789abcdef")
+	buf := make([]byte, len(msg))
+	for b.Loop() {
+		if _, err := hj.Conn.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(pr, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

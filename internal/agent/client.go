@@ -82,9 +82,10 @@ type Client struct {
 const uploadChunk = 16 << 10
 
 // trackedConn remembers the first error of the connection, to explain a
-// dead session.
+// dead session, and joins yamux's frame headers to their bodies.
 type trackedConn struct {
 	rwc  io.ReadWriteCloser
+	join *wire.HeaderJoiner
 	mu   sync.Mutex
 	fail error
 }
@@ -98,7 +99,7 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
-	n, err := c.rwc.Write(p)
+	n, err := c.join.Write(p)
 	if err != nil {
 		c.setErr(err)
 	}
@@ -140,7 +141,7 @@ func clientConfig() *yamux.Config {
 // (else ErrIncompatible). The Client owns conn from then on, also on error
 // (it is closed); closing conn must unblock a pending Read.
 func NewClient(ctx context.Context, conn io.ReadWriteCloser) (*Client, error) {
-	tc := &trackedConn{rwc: conn}
+	tc := &trackedConn{rwc: conn, join: wire.NewHeaderJoiner(conn)}
 	sess, err := yamux.Client(tc, clientConfig())
 	if err != nil {
 		conn.Close()
@@ -199,6 +200,12 @@ type call struct {
 
 // open opens a stream and sends the Request.
 func (c *Client) open(ctx context.Context, op wire.Op, body any) (*call, error) {
+	return c.openFlush(ctx, op, body, true)
+}
+
+// openFlush opens a stream and writes the Request; unless flush, it stays
+// buffered to go out with what follows (an upload's first data).
+func (c *Client) openFlush(ctx context.Context, op wire.Op, body any, flush bool) (*call, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("agent %s: %w", op, err)
 	}
@@ -231,6 +238,9 @@ func (c *Client) open(ctx context.Context, op wire.Op, body any) (*call, error) 
 			return nil, fmt.Errorf("agent %s: %w: request too large: %v", op, ErrInvalid, err)
 		}
 		return nil, cl.wrap(err)
+	}
+	if !flush {
+		return cl, nil
 	}
 	if err := cl.w.Flush(); err != nil {
 		cl.close()
@@ -492,7 +502,7 @@ func (c *Client) Follow(ctx context.Context, id string, from outbuf.Pos, fn func
 // last Read of r returned; when ctx ends, the bytes written so far stay
 // written and the stdin stays open. Calls for one command take turns.
 func (c *Client) Stdin(ctx context.Context, id string, r io.Reader, closeStdin bool) (int64, error) {
-	cl, err := c.open(ctx, wire.OpStdin, wire.IDRequest{ID: id})
+	cl, err := c.openFlush(ctx, wire.OpStdin, wire.IDRequest{ID: id}, false)
 	if err != nil {
 		return 0, err
 	}
@@ -544,6 +554,7 @@ func (cl *call) upload(r io.Reader, size int64, flags byte) (wire.Response, erro
 				n = size + 1 // room to see the end
 			}
 			buf := make([]byte, n)
+			var sent int64
 			for {
 				select {
 				case res := <-answer:
@@ -556,8 +567,13 @@ func (cl *call) upload(r io.Reader, size int64, flags byte) (wire.Response, erro
 					if err := cl.w.Frame(wire.KindData, buf[:n]); err != nil {
 						return err
 					}
-					if err := cl.w.Flush(); err != nil {
-						return err
+					// Data of unknown length goes out at once (stdin may
+					// be interactive); the last of a known size waits for
+					// the end frame, to go out with it.
+					if sent += int64(n); size < 0 || sent < size {
+						if err := cl.w.Flush(); err != nil {
+							return err
+						}
 					}
 				}
 				if errors.Is(rerr, io.EOF) {
@@ -814,7 +830,7 @@ func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, size i
 	if size >= 0 && r != nil {
 		r = &exactReader{r: r, left: size}
 	}
-	cl, err := c.open(ctx, wire.OpWrite, wire.WriteRequest{Path: path, Mode: mode, Size: size})
+	cl, err := c.openFlush(ctx, wire.OpWrite, wire.WriteRequest{Path: path, Mode: mode, Size: size}, false)
 	if err != nil {
 		return 0, err
 	}
@@ -939,7 +955,7 @@ func (c *Client) TarOut(ctx context.Context, path string) (io.ReadCloser, FileIn
 // directory. An archive refused part-way may leave the entries before the
 // bad one unpacked. TarIn returns only after its last Read of r returned.
 func (c *Client) TarIn(ctx context.Context, dir string, r io.Reader) (int, error) {
-	cl, err := c.open(ctx, wire.OpTarIn, wire.PathRequest{Path: dir})
+	cl, err := c.openFlush(ctx, wire.OpTarIn, wire.PathRequest{Path: dir}, false)
 	if err != nil {
 		return 0, err
 	}

@@ -272,7 +272,7 @@ func (y yamuxLogger) Println(v ...any)               { y.l.Debug(fmt.Sprint(v...
 // ServeConn serves one session on conn (the agent as the yamux server)
 // until conn fails, the client ends the session or Close. It closes conn.
 func (s *Server) ServeConn(conn io.ReadWriteCloser) error {
-	sess, err := yamux.Server(conn, s.yamuxConfig())
+	sess, err := yamux.Server(joinedConn{conn, wire.NewHeaderJoiner(conn)}, s.yamuxConfig())
 	if err != nil {
 		conn.Close()
 		return err
@@ -320,6 +320,14 @@ func (s *Server) ServeConn(conn io.ReadWriteCloser) error {
 		}()
 	}
 }
+
+// joinedConn writes through a HeaderJoiner.
+type joinedConn struct {
+	io.ReadWriteCloser
+	join *wire.HeaderJoiner
+}
+
+func (c joinedConn) Write(p []byte) (int, error) { return c.join.Write(p) }
 
 // Close ends every session and listener, kills the running commands and
 // waits (a bounded time) for them. It is idempotent.
