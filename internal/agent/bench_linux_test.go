@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
@@ -37,6 +38,41 @@ func roundTrip(b *testing.B, c *agent.Client, i int) {
 	})
 	if err != nil || *end.ExitCode != 0 || string(out) != "hi\n" {
 		b.Fatalf("round trip: %v %q", err, out)
+	}
+}
+
+// roundTripOne is roundTrip on one stream (ExecFollow).
+func roundTripOne(b *testing.B, c *agent.Client, i int) {
+	var out []byte
+	end, err := c.ExecFollow(testCtx(b), agent.ExecRequest{ID: "cmd_bench1_" + strconv.Itoa(i), Argv: []string{"echo", "hi"}}, nil, func(ch outbuf.Chunk) error {
+		out = append(out, ch.Data...)
+		return nil
+	})
+	if err != nil || *end.ExitCode != 0 || string(out) != "hi\n" {
+		b.Fatalf("round trip: %v %q", err, out)
+	}
+}
+
+// BenchmarkRoundTripExecFollow: the round trip on one stream, in-process.
+func BenchmarkRoundTripExecFollow(b *testing.B) {
+	e := newEnv(b, server.Config{MaxFinished: 16})
+	i := 0
+	for b.Loop() {
+		roundTripOne(b, e.c, i)
+		i++
+	}
+}
+
+// BenchmarkEngineRoundTripExecFollow: the round trip on one stream,
+// through the real engine.
+func BenchmarkEngineRoundTripExecFollow(b *testing.B) {
+	cli := testenv.Engine(b)
+	testenv.Images(b, cli)
+	c, _ := benchSandbox(b, cli)
+	i := 0
+	for b.Loop() {
+		roundTripOne(b, c, i)
+		i++
 	}
 }
 
@@ -218,5 +254,35 @@ func BenchmarkEngineChannelFloor(b *testing.B) {
 		if _, err := io.ReadFull(pr, buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkSpawnFloor is the floor under the in-process round trips: this
+// host starting `echo hi` the way the agent does (its own session, pipes)
+// and waiting for its output and exit, without any protocol.
+func BenchmarkSpawnFloor(b *testing.B) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	buf := make([]byte, 64)
+	for b.Loop() {
+		r, w, err := os.Pipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, err := os.StartProcess("/bin/echo", []string{"echo", "hi"}, &os.ProcAttr{Files: []*os.File{null, w, w}, Sys: &syscall.SysProcAttr{Setsid: true}})
+		w.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := r.Read(buf); err != nil {
+				break
+			}
+		}
+		r.Close()
+		p.Wait()
 	}
 }

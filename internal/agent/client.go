@@ -408,6 +408,7 @@ func checkCommand(op wire.Op, cmd *Command, id string) error {
 // then say why). Errors: ErrInvalid for a bad request, ErrConflict for an
 // id the agent knows already or too many running commands.
 func (c *Client) Exec(ctx context.Context, req ExecRequest) (Command, error) {
+	req.Follow = false
 	var cmd Command
 	if err := c.simple(ctx, wire.OpExec, req, &cmd); err != nil {
 		return Command{}, err
@@ -416,6 +417,36 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (Command, error) {
 		return Command{}, err
 	}
 	return cmd, nil
+}
+
+// ExecFollow starts a command like Exec and follows its output from the
+// start on the same stream, like Follow: one round trip less than Exec
+// then Follow. started, when not nil, gets the command's record as soon as
+// it has started (before any output); ExecFollow then returns the finished
+// command, fn's error, or an error when ctx ends (the command keeps
+// running; Follow can pick it up). Errors before the start are Exec's.
+func (c *Client) ExecFollow(ctx context.Context, req ExecRequest, started func(Command), fn func(outbuf.Chunk) error) (Command, error) {
+	req.Follow = true
+	cl, err := c.open(ctx, wire.OpExec, req)
+	if err != nil {
+		return Command{}, err
+	}
+	defer cl.close()
+	r, err := cl.response()
+	if err != nil {
+		return Command{}, err
+	}
+	var cmd Command
+	if err := cl.decode(r, &cmd); err != nil {
+		return Command{}, err
+	}
+	if err := checkCommand(wire.OpExec, &cmd, req.ID); err != nil {
+		return Command{}, err
+	}
+	if started != nil {
+		started(cmd)
+	}
+	return cl.output(req.ID, outbuf.Pos{}, fn)
 }
 
 // Follow streams the output of command id from position from (the bytes of
@@ -443,6 +474,12 @@ func (c *Client) Follow(ctx context.Context, id string, from outbuf.Pos, fn func
 	if err := checkCommand(wire.OpFollow, &cmd, id); err != nil {
 		return Command{}, err
 	}
+	return cl.output(id, from, fn)
+}
+
+// output reads output frames from position from to fn, then the trailer:
+// the finished command id.
+func (cl *call) output(id string, from outbuf.Pos, fn func(outbuf.Chunk) error) (Command, error) {
 	pos := from
 	for {
 		f, err := cl.next()
@@ -475,18 +512,18 @@ func (c *Client) Follow(ctx context.Context, id string, from outbuf.Pos, fn func
 			if err := cl.decode(r, &end); err != nil {
 				return Command{}, err
 			}
-			if err := checkCommand(wire.OpFollow, &end, id); err != nil {
+			if err := checkCommand(cl.op, &end, id); err != nil {
 				return Command{}, err
 			}
 			if end.State != StateFinished {
-				return Command{}, protocolError("agent follow: output of %q ended while it runs", id)
+				return Command{}, protocolError("agent %s: output of %q ended while it runs", cl.op, id)
 			}
 			return end, nil
 		default:
-			return Command{}, protocolError("agent follow: unexpected %c frame", f.Kind)
+			return Command{}, protocolError("agent %s: unexpected %c frame", cl.op, f.Kind)
 		}
 		if pos.Stdout < 0 || pos.Stderr < 0 {
-			return Command{}, protocolError("agent follow: output position overflows")
+			return Command{}, protocolError("agent %s: output position overflows", cl.op)
 		}
 		ch.End = pos
 		if err := fn(ch); err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -539,4 +540,51 @@ func TestRunningCap(t *testing.T) {
 	_, err := e.c.Exec(ctx, agent.ExecRequest{ID: newID(), Argv: []string{"true"}})
 	is.True(errors.Is(err, agent.ErrConflict)) // full
 	// Server close (at test end) kills the sleeps.
+}
+
+// TestExecFollow: one stream starts the command and carries its output to
+// the exit; started comes first.
+func TestExecFollow(t *testing.T) {
+	is := is.New(t)
+	e := newEnv(t, server.Config{})
+	ctx := testCtx(t)
+	var events []string
+	end, err := e.c.ExecFollow(ctx, agent.ExecRequest{ID: "cmd_ef", Argv: sh("echo out; echo err >&2; exit 4")},
+		func(c agent.Command) {
+			events = append(events, "started:"+string(c.State))
+			is.True(c.PID > 0)
+		},
+		func(ch outbuf.Chunk) error {
+			events = append(events, ch.Stream.String()+":"+string(ch.Data))
+			return nil
+		})
+	is.NoErr(err)
+	is.Equal(*end.ExitCode, 4)
+	is.Equal(events[0], "started:running") // before any output
+	sort.Strings(events[1:])               // the two pipes' order is the agent's
+	is.Equal(events[1:], []string{"stderr:err\n", "stdout:out\n"})
+	r := follow(t, e.c, "cmd_ef", outbuf.Pos{})
+	is.Equal(string(r.stdout), "out\n") // kept for later followers
+
+	var got agent.Command
+	end, err = e.c.ExecFollow(ctx, agent.ExecRequest{ID: newID(), Argv: []string{"no-such-program"}}, func(c agent.Command) { got = c }, func(ch outbuf.Chunk) error {
+		is.True(strings.Contains(string(ch.Data), "executable file not found"))
+		return nil
+	})
+	is.NoErr(err)
+	is.Equal(got.State, agent.StateFinished) // started and finished at once
+	is.Equal(*end.ExitCode, 127)
+
+	_, err = e.c.ExecFollow(ctx, agent.ExecRequest{ID: "cmd_ef", Argv: []string{"true"}}, nil, func(outbuf.Chunk) error { return nil })
+	is.True(errors.Is(err, agent.ErrConflict)) // a known id
+
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = e.c.ExecFollow(short, agent.ExecRequest{ID: "cmd_efsleep", Argv: []string{"sleep", "1000"}}, nil, func(outbuf.Chunk) error { return nil })
+	is.True(errors.Is(err, context.DeadlineExceeded))
+	cmds, err := e.c.Commands(ctx)
+	is.NoErr(err)
+	is.Equal(cmds[len(cmds)-1].State, agent.StateRunning) // still running
+	_, err = e.c.Signal(ctx, "cmd_efsleep", 9)
+	is.NoErr(err)
 }

@@ -140,6 +140,10 @@ var ops = map[string]func(ctx context.Context, c *agent.Client) error{
 		_, err := c.Exec(ctx, agent.ExecRequest{ID: "cmd_1", Argv: []string{"x"}})
 		return err
 	},
+	"execfollow": func(ctx context.Context, c *agent.Client) error {
+		_, err := c.ExecFollow(ctx, agent.ExecRequest{ID: "cmd_1", Argv: []string{"x"}}, nil, func(outbuf.Chunk) error { return nil })
+		return err
+	},
 	"follow": func(ctx context.Context, c *agent.Client) error {
 		_, err := c.Follow(ctx, "cmd_1", outbuf.Pos{}, func(outbuf.Chunk) error { return nil })
 		return err
@@ -243,6 +247,9 @@ func TestHostileAnswers(t *testing.T) {
 		{"exec finished without code", "exec", body(wire.Command{ID: "cmd_1", State: wire.StateFinished}), agent.ErrProtocol},
 		{"exec exit code 300", "exec", body(finishedCmd("cmd_1", 300)), agent.ErrProtocol},
 		{"exec negative pid", "exec", body(wire.Command{ID: "cmd_1", State: wire.StateRunning, PID: -1}), agent.ErrProtocol},
+		{"execfollow without trailer", "execfollow", cat(body(runningCmd("cmd_1")), frame(wire.KindStdout, []byte("x"))), agent.ErrProtocol},
+		{"execfollow of another id", "execfollow", cat(body(runningCmd("cmd_2")), body(finishedCmd("cmd_2", 0))), agent.ErrProtocol},
+		{"execfollow trailer of another id", "execfollow", cat(body(runningCmd("cmd_1")), body(finishedCmd("cmd_2", 0))), agent.ErrProtocol},
 		{"follow without trailer", "follow", cat(body(runningCmd("cmd_1")), frame(wire.KindStdout, []byte("x"))), agent.ErrProtocol},
 		{"follow trailer running", "follow", cat(body(runningCmd("cmd_1")), body(runningCmd("cmd_1"))), agent.ErrProtocol},
 		{"follow data frame over 64 KiB", "follow", cat(body(runningCmd("cmd_1")), bigData), agent.ErrProtocol},

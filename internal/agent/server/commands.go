@@ -158,9 +158,9 @@ func (r *registry) validate(req *wire.ExecRequest) error {
 
 // exec starts a command. A program that cannot be started is recorded as
 // finished with exit code 127 or 126, not returned as an error.
-func (r *registry) exec(req wire.ExecRequest) (wire.Command, error) {
+func (r *registry) exec(req wire.ExecRequest) (wire.Command, *command, error) {
 	if err := r.validate(&req); err != nil {
-		return wire.Command{}, err
+		return wire.Command{}, nil, err
 	}
 	limit := req.OutputLimit
 	if limit == 0 {
@@ -180,13 +180,13 @@ func (r *registry) exec(req wire.ExecRequest) (wire.Command, error) {
 	switch {
 	case r.closed:
 		r.mu.Unlock()
-		return wire.Command{}, conflict("the agent is shutting down")
+		return wire.Command{}, nil, conflict("the agent is shutting down")
 	case r.byID[req.ID] != nil:
 		r.mu.Unlock()
-		return wire.Command{}, conflict("command %s exists already", req.ID)
+		return wire.Command{}, nil, conflict("command %s exists already", req.ID)
 	case r.running >= r.cfg.MaxRunning:
 		r.mu.Unlock()
-		return wire.Command{}, conflict("%d commands are running, the most this agent runs at once", r.running)
+		return wire.Command{}, nil, conflict("%d commands are running, the most this agent runs at once", r.running)
 	}
 	r.byID[c.id] = c
 	r.order = append(r.order, c)
@@ -202,7 +202,7 @@ func (r *registry) exec(req wire.ExecRequest) (wire.Command, error) {
 		r.finish(c)
 		r.wg.Done()
 	}
-	return c.info(), nil
+	return c.info(), c, nil
 }
 
 // start starts c's process and the goroutines that collect its output and

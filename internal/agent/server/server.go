@@ -434,7 +434,15 @@ func (s *Server) dispatch(ctx context.Context, watch func(), req wire.Request, f
 		if err := decodeBody(req, &r); err != nil {
 			return respondErr(w, err)
 		}
-		return simple(s.cmds.exec(r))
+		info, c, err := s.cmds.exec(r)
+		if err != nil || !r.Follow {
+			return simple(info, err)
+		}
+		watch()
+		if err := respond(w, info); err != nil {
+			return err
+		}
+		return s.cmds.follow(ctx, c, outbuf.Pos{}, w)
 	case wire.OpFollow:
 		var r wire.FollowRequest
 		if err := decodeBody(req, &r); err != nil {

@@ -24,7 +24,9 @@ const (
 	OpHello Op = "hello"
 	// OpExec: ExecRequest -> Response{Body: Command}. A program that cannot
 	// be started is not an error: the Command has finished with exit code
-	// 127 (not found) or 126 (not executable, bad cwd or user).
+	// 127 (not found) or 126 (not executable, bad cwd or user). With
+	// ExecRequest.Follow the stream goes on as OpFollow's does from the
+	// start of the output: output frames, then the finished Command.
 	OpExec Op = "exec"
 	// OpFollow: FollowRequest -> Response{Body: Command}, then output
 	// frames (KindStdout, KindStderr, KindDropped) in the order the agent
@@ -159,6 +161,8 @@ type ExecRequest struct {
 	// OutputLimit is the number of bytes kept per output stream; 0 is the
 	// agent's default.
 	OutputLimit int `json:"output_limit,omitempty"`
+	// Follow streams the output on the exec's own stream (see OpExec).
+	Follow bool `json:"follow,omitempty"`
 }
 
 // CommandState is the state of a command as the agent sees it.
