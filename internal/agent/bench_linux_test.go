@@ -123,6 +123,17 @@ func BenchmarkEngineRoundTrip(b *testing.B) {
 	reportAgentRSS(b, c, id)
 }
 
+// BenchmarkEngineAgentIdleRSS reports the agent's resident memory in a
+// fresh busybox sandbox with one open session and no command run yet.
+func BenchmarkEngineAgentIdleRSS(b *testing.B) {
+	cli := testenv.Engine(b)
+	testenv.Images(b, cli)
+	c, id := benchSandbox(b, cli)
+	for b.Loop() {
+		reportAgentRSS(b, c, id)
+	}
+}
+
 // BenchmarkEngineFileWriteRead1KiB: 1 KiB written and read back through
 // the real engine's channel.
 func BenchmarkEngineFileWriteRead1KiB(b *testing.B) {

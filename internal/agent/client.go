@@ -396,7 +396,7 @@ func checkCommand(op wire.Op, cmd *Command, id string) error {
 		return bad(fmt.Sprintf("unknown state %q", cmd.State))
 	}
 	if len(cmd.Error) > maxMessage {
-		cmd.Error = cmd.Error[:maxMessage] + "..."
+		cmd.Error = strings.ToValidUTF8(cmd.Error[:maxMessage], "") + "..."
 	}
 	return nil
 }
@@ -586,11 +586,11 @@ func (cl *call) upload(r io.Reader, size int64, flags byte) (wire.Response, erro
 	var early *result
 	send := func() error {
 		if r != nil {
-			n := int64(uploadChunk)
-			if size >= 0 && size < n {
-				n = size + 1 // room to see the end
+			chunk := int64(uploadChunk)
+			if size >= 0 && size < chunk {
+				chunk = size + 1 // room to see the end
 			}
-			buf := make([]byte, n)
+			buf := make([]byte, chunk)
 			var sent int64
 			for {
 				select {
@@ -764,12 +764,13 @@ func (c *Client) Stat(ctx context.Context, path string) (FileInfo, error) {
 }
 
 // ReadFile opens the regular file at path (following symbolic links) for
-// reading. The FileInfo describes the file read; its Size is the number of
-// bytes the reader yields before io.EOF (a reader that gets fewer or more
-// fails with ErrProtocol). A limit > 0 fails with ErrTooLarge, before any
-// data, for a larger file. ctx governs the whole read; the caller closes
-// the reader. Errors: ErrInvalid for a bad path or a directory,
-// ErrNotFound.
+// reading. The FileInfo describes the file read. The reader yields the
+// file's Size bytes before io.EOF (a reader that gets fewer or more fails
+// with ErrProtocol), except for a file that reports a size of 0 (the proc
+// and sys file systems do): that one is read to its end. A limit > 0 fails
+// with ErrTooLarge for a larger file, before any data when its size is
+// known. ctx governs the whole read; the caller closes the reader. Errors:
+// ErrInvalid for a bad path or a directory, ErrNotFound.
 func (c *Client) ReadFile(ctx context.Context, path string, limit int64) (io.ReadCloser, FileInfo, error) {
 	cl, err := c.open(ctx, wire.OpRead, wire.ReadRequest{Path: path, Limit: limit})
 	if err != nil {
@@ -777,18 +778,26 @@ func (c *Client) ReadFile(ctx context.Context, path string, limit int64) (io.Rea
 	}
 	r, err := cl.response()
 	if err == nil {
-		var fi FileInfo
-		if err = cl.decode(r, &fi); err == nil {
-			err = checkInfo(wire.OpRead, &fi, false)
+		var reply wire.ReadReply
+		if err = cl.decode(r, &reply); err == nil {
+			err = checkInfo(wire.OpRead, &reply.Info, false)
 		}
-		if err == nil && fi.Type != wire.TypeFile {
+		fi := reply.Info
+		switch {
+		case err != nil:
+		case fi.Type != wire.TypeFile:
 			err = protocolError("agent read: a %s is not a file", fi.Type)
-		}
-		if err == nil && limit > 0 && fi.Size > limit {
+		case reply.Length < -1 || (reply.Length >= 0 && reply.Length != fi.Size) || (reply.Length < 0 && fi.Size != 0):
+			err = protocolError("agent read: length %d for a file of %d bytes", reply.Length, fi.Size)
+		case limit > 0 && fi.Size > limit:
 			err = protocolError("agent read: %d bytes, over the limit of %d", fi.Size, limit)
-		}
-		if err == nil {
-			return &dataReader{cl: cl, body: wire.NewBody(cl.fr), left: fi.Size, sized: true}, fi, nil
+		default:
+			d := &dataReader{cl: cl, body: wire.NewBody(cl.fr), left: reply.Length, sized: true}
+			if reply.Length < 0 {
+				d.left, d.sized = limit, limit > 0 // unknown: at most the limit
+				d.unknown = true
+			}
+			return d, fi, nil
 		}
 	}
 	cl.close()
@@ -797,18 +806,19 @@ func (c *Client) ReadFile(ctx context.Context, path string, limit int64) (io.Rea
 
 // dataReader reads the data frames of a download, then checks its trailer.
 type dataReader struct {
-	cl    *call
-	body  *wire.Body
-	left  int64 // bytes still announced, when sized
-	sized bool
-	err   error
+	cl      *call
+	body    *wire.Body
+	left    int64 // bytes still announced (or allowed, when unknown), when sized
+	sized   bool
+	unknown bool // the length is not known: left is a limit, not a promise
+	err     error
 }
 
 func (d *dataReader) Read(p []byte) (int, error) {
 	if d.err != nil {
 		return 0, d.err
 	}
-	if d.sized && int64(len(p)) > d.left+1 {
+	if d.sized && d.left < int64(len(p)) {
 		p = p[:d.left+1] // read at most one byte too many
 	}
 	n, err := d.body.Read(p)
@@ -825,7 +835,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		switch terr := d.cl.trailer(tail); {
 		case terr != nil:
 			d.fail(terr)
-		case d.sized && d.left != 0:
+		case d.sized && !d.unknown && d.left != 0:
 			d.fail(protocolError("agent %s: data ended %d bytes early", d.cl.op, d.left))
 		default:
 			d.fail(io.EOF)

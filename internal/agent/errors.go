@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/opensbx/opensbx/internal/agent/wire"
 	"github.com/opensbx/opensbx/internal/sbxerr"
@@ -82,7 +83,7 @@ func codeSentinel(c wire.Code) error {
 func remoteError(op wire.Op, e *wire.Error) error {
 	msg := e.Message
 	if len(msg) > maxMessage {
-		msg = msg[:maxMessage] + "..."
+		msg = strings.ToValidUTF8(msg[:maxMessage], "") + "..."
 	}
 	if msg == "" {
 		msg = string(e.Code)

@@ -162,6 +162,19 @@ func TestFileReadErrors(t *testing.T) {
 		is.True(errors.Is(err, tc.want)) // read error
 	}
 
+	// A file of the proc file system reports a size of 0: read to its end.
+	got, fi, err = readAll(t, e.c, "/proc/self/status", 0)
+	is.NoErr(err)
+	is.Equal(fi.Size, int64(0))
+	is.True(strings.Contains(string(got), "VmRSS:")) // the content, not 0 bytes
+	_, _, err = readAll(t, e.c, "/proc/self/status", 10)
+	is.True(errors.Is(err, agent.ErrTooLarge)) // over the limit, found while reading
+	empty := filepath.Join(e.dir, "empty")
+	is.NoErr(os.WriteFile(empty, nil, 0o644))
+	got, _, err = readAll(t, e.c, empty, 0)
+	is.NoErr(err)
+	is.Equal(len(got), 0) // a real empty file
+
 	// Closing a reader early ends the download; the session goes on.
 	big := filepath.Join(e.dir, "big")
 	is.NoErr(os.WriteFile(big, make([]byte, 4<<20), 0o644))

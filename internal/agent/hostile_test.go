@@ -232,6 +232,7 @@ func TestHostileAnswers(t *testing.T) {
 	bigData := frame(wire.KindData, make([]byte, 100))
 	bigData[1], bigData[2], bigData[3], bigData[4] = 0, 1, 0, 1 // 65537 bytes claimed
 	fileInfo := wire.FileInfo{Name: "x", Type: wire.TypeFile, Size: 4, Mode: 0o644}
+	readReply := func(fi wire.FileInfo, n int64) []byte { return body(wire.ReadReply{Info: fi, Length: n}) }
 	dirInfo := wire.FileInfo{Name: "x", Type: wire.TypeDir, Mode: 1<<31 | 0o755}
 	for _, tc := range []struct {
 		name, op string
@@ -260,13 +261,17 @@ func TestHostileAnswers(t *testing.T) {
 		{"follow dropped overflow", "follow", cat(body(runningCmd("cmd_1")), frame(wire.KindDropped, []byte{1, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), frame(wire.KindDropped, []byte{1, 0, 0, 0, 0, 0, 0, 0, 9})), agent.ErrProtocol},
 		{"follow data kind", "follow", cat(body(runningCmd("cmd_1")), frame(wire.KindData, []byte("x"))), agent.ErrProtocol},
 		{"follow end kind", "follow", cat(body(runningCmd("cmd_1")), frame(wire.KindEnd, nil)), agent.ErrProtocol},
-		{"read more than announced", "read", cat(body(fileInfo), frame(wire.KindData, []byte("12345")), body(nil)), agent.ErrProtocol},
-		{"read less than announced", "read", cat(body(fileInfo), frame(wire.KindData, []byte("12")), header(wire.Response{})), agent.ErrProtocol},
-		{"read no trailer", "read", cat(body(fileInfo), frame(wire.KindData, []byte("1234"))), agent.ErrProtocol},
-		{"read trailer with body", "read", cat(body(fileInfo), frame(wire.KindData, []byte("1234")), body(fileInfo)), agent.ErrProtocol},
-		{"read of a directory", "read", cat(body(dirInfo), header(wire.Response{})), agent.ErrProtocol},
-		{"read negative size", "read", cat(body(wire.FileInfo{Name: "x", Type: wire.TypeFile, Size: -1})), agent.ErrProtocol},
-		{"read trailer error", "read", cat(body(fileInfo), frame(wire.KindData, []byte("1234")), header(wire.Response{Error: &wire.Error{Code: wire.CodeConflict, Message: "changed"}})), agent.ErrConflict},
+		{"read more than announced", "read", cat(readReply(fileInfo, 4), frame(wire.KindData, []byte("12345")), body(nil)), agent.ErrProtocol},
+		{"read less than announced", "read", cat(readReply(fileInfo, 4), frame(wire.KindData, []byte("12")), header(wire.Response{})), agent.ErrProtocol},
+		{"read no trailer", "read", cat(readReply(fileInfo, 4), frame(wire.KindData, []byte("1234"))), agent.ErrProtocol},
+		{"read trailer with body", "read", cat(readReply(fileInfo, 4), frame(wire.KindData, []byte("1234")), body(fileInfo)), agent.ErrProtocol},
+		{"read of a directory", "read", cat(readReply(dirInfo, 0), header(wire.Response{})), agent.ErrProtocol},
+		{"read length not the size", "read", cat(readReply(fileInfo, 3), frame(wire.KindData, []byte("123")), header(wire.Response{})), agent.ErrProtocol},
+		{"read unknown length of a sized file", "read", cat(readReply(fileInfo, -1), frame(wire.KindData, []byte("1234")), header(wire.Response{})), agent.ErrProtocol},
+		{"read bad length", "read", cat(readReply(wire.FileInfo{Name: "x", Type: wire.TypeFile, Mode: 0o644}, -5)), agent.ErrProtocol},
+		{"read of the largest size", "read", cat(readReply(wire.FileInfo{Name: "x", Type: wire.TypeFile, Size: 1<<63 - 1, Mode: 0o644}, 1<<63-1), frame(wire.KindData, []byte("1234")), header(wire.Response{})), agent.ErrProtocol},
+		{"read negative size", "read", cat(readReply(wire.FileInfo{Name: "x", Type: wire.TypeFile, Size: -1}, -1)), agent.ErrProtocol},
+		{"read trailer error", "read", cat(readReply(fileInfo, 4), frame(wire.KindData, []byte("1234")), header(wire.Response{Error: &wire.Error{Code: wire.CodeConflict, Message: "changed"}})), agent.ErrConflict},
 		{"stat unknown type", "stat", body(wire.FileInfo{Name: "x", Type: "weird"}), agent.ErrProtocol},
 		{"stat type and mode disagree", "stat", body(wire.FileInfo{Name: "x", Type: wire.TypeDir, Mode: 0o644}), agent.ErrProtocol},
 		{"stat without body", "stat", header(wire.Response{}), agent.ErrProtocol},

@@ -230,7 +230,7 @@ func TestProgramConnectErrors(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("the refusal needs root to run the relay as another user")
 	}
-	_, sock, serveErr := startServe(t)
+	_, sock, serveErr := startServe(t, "-v")
 	waitListening(t, sock)
 	stderr.Reset()
 	cmd = exec.Command(agentBinary(t), "connect", "-socket", sock)

@@ -324,10 +324,14 @@ func (r *registry) start(c *command, req wire.ExecRequest) (int, string) {
 	return 0, ""
 }
 
+// pumpBuffer is the read buffer of an output pipe: small, since every
+// running command has two, and a pipe read returns what is there.
+const pumpBuffer = 8 << 10
+
 // pump copies one output pipe into the buffer until it ends.
 func pump(out *outbuf.Buffer, s outbuf.Stream, f *os.File) {
 	defer f.Close()
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, pumpBuffer)
 	for {
 		n, err := f.Read(buf)
 		if n > 0 {

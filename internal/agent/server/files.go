@@ -131,21 +131,68 @@ func readFile(req wire.ReadRequest, w *wire.Writer) error {
 		return respondErr(w, err)
 	}
 	info := infoOf(baseName(p), p, st)
-	if err := respond(w, info); err != nil {
+	// Files of proc and sys file systems report a size of 0: read those to
+	// their end (within the limit). An empty file reads the same either way.
+	length := st.Size()
+	if length == 0 {
+		length = -1
+	}
+	if err := respond(w, wire.ReadReply{Info: info, Length: length}); err != nil {
 		return err
 	}
-	buf := make([]byte, wire.MaxData)
-	n, err := io.CopyBuffer(w, io.LimitReader(f, st.Size()), buf)
-	if err != nil && !errors.As(err, new(*fs.PathError)) {
-		return err // the stream failed
+	most := length
+	if length < 0 {
+		most = req.Limit // 0: no limit
 	}
-	if err != nil {
-		return respondErr(w, fmt.Errorf("read %s: %w", p, err))
-	}
-	if n != st.Size() {
-		return respondErr(w, conflict("%s shrank from %d to %d bytes while it was read", p, st.Size(), n))
+	n, rerr, werr := copyFile(w, f, most, length)
+	switch {
+	case werr != nil:
+		return werr // the stream failed
+	case rerr != nil:
+		return respondErr(w, fmt.Errorf("read %s: %w", p, rerr))
+	case length >= 0 && n != length:
+		return respondErr(w, conflict("%s shrank from %d to %d bytes while it was read", p, length, n))
+	case length < 0 && most > 0 && n == most:
+		var one [1]byte
+		if k, _ := f.Read(one[:]); k > 0 {
+			return respondErr(w, newError(wire.CodeTooLarge, "%s is over the limit of %d bytes", p, most))
+		}
 	}
 	return respond(w, nil)
+}
+
+// copyFile sends f's bytes as data frames until its end, at most most
+// bytes when most > 0; length (-1 when unknown) sizes the buffer. It tells
+// a failure to read f from a failure to send.
+func copyFile(w *wire.Writer, f *os.File, most, length int64) (n int64, readErr, writeErr error) {
+	size := int64(wire.MaxData)
+	switch {
+	case length >= 0 && length < size:
+		size = max(length, 1)
+	case length < 0:
+		size = 8 << 10 // proc and sys files are small
+	}
+	buf := make([]byte, size)
+	for most <= 0 || n < most {
+		b := buf
+		if most > 0 && most-n < int64(len(b)) {
+			b = b[:most-n]
+		}
+		k, err := f.Read(b)
+		if k > 0 {
+			if werr := w.Frame(wire.KindData, b[:k]); werr != nil {
+				return n, nil, werr
+			}
+			n += int64(k)
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil, nil
+		}
+		if err != nil {
+			return n, err, nil
+		}
+	}
+	return n, nil, nil
 }
 
 func checkReadable(p string, st fs.FileInfo, limit int64) error {

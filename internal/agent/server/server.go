@@ -197,7 +197,9 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) accept(conn net.Conn) {
 	peer, err := peerOf(conn)
 	if err != nil || !s.cfg.AllowPeer(peer) {
-		s.cfg.Logger.Warn("refused a connection", "peer_pid", peer.PID, "peer_uid", peer.UID, "err", err)
+		// Debug, not Warn: code in the sandbox must not be able to flood
+		// the sandbox's log with refusals.
+		s.cfg.Logger.Debug("refused a connection", "peer_pid", peer.PID, "peer_uid", peer.UID, "err", err)
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		conn.Write([]byte{wire.HandshakeRefused})
 		conn.Close()
@@ -363,7 +365,7 @@ func (s *Server) handle(sctx context.Context, st *yamux.Stream) {
 	if err != nil {
 		return
 	}
-	w := wire.NewWriter(st, 16<<10)
+	w := wire.NewWriter(st, 4<<10) // larger frames bypass the buffer
 	var req wire.Request
 	if err := wire.DecodeHeader(f, &req); err != nil {
 		respondErr(w, invalid("%v", err))

@@ -45,8 +45,8 @@ const (
 	OpForget Op = "forget"
 	// OpStat: PathRequest -> Response{Body: FileInfo} (lstat).
 	OpStat Op = "stat"
-	// OpRead: ReadRequest -> Response{Body: FileInfo} (Size is the number
-	// of bytes that follow), KindData frames, Response{} as the trailer.
+	// OpRead: ReadRequest -> Response{Body: ReadReply}, KindData frames,
+	// Response{} as the trailer.
 	OpRead Op = "read"
 	// OpWrite: WriteRequest, KindData frames and KindEnd -> Response{Body:
 	// WriteReply}. A stream closed without KindEnd aborts the write; the
@@ -244,6 +244,15 @@ type ReadRequest struct {
 	// Limit fails the read with CodeTooLarge, before any data, for a file
 	// over Limit bytes; 0 means no limit.
 	Limit int64 `json:"limit,omitempty"`
+}
+
+// ReadReply describes the file an OpRead reads.
+type ReadReply struct {
+	Info FileInfo `json:"info"`
+	// Length is the number of bytes that follow, or -1 when the file's size
+	// is unknown (files of proc and sys file systems report 0): then the
+	// data ends with the file, within the request's Limit.
+	Length int64 `json:"length"`
 }
 
 // WriteRequest writes a file.

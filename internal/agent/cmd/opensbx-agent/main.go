@@ -35,6 +35,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -100,6 +101,9 @@ func serve(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// The agent's live heap is small; a lower GC target keeps its
+	// resident memory small too (Go's minimum heap scales with it).
+	debug.SetGCPercent(50)
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelDebug
