@@ -355,10 +355,10 @@ func TestHostileHandshake(t *testing.T) {
 	is.True(errors.Is(err, agent.ErrSessionClosed)) // yamux gives up
 	b.Close()
 
-	a, b = net.Pipe()
+	a2, b2 := net.Pipe()
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard
-	sess, _ := yamux.Server(b, cfg)
+	sess, _ := yamux.Server(b2, cfg)
 	defer sess.Close()
 	go func() {
 		st, err := sess.AcceptStream()
@@ -371,15 +371,15 @@ func TestHostileHandshake(t *testing.T) {
 		info.Protocol = 2
 		st.Write(body(info))
 	}()
-	_, err = agent.NewClient(ctx, a)
+	_, err = agent.NewClient(ctx, a2)
 	is.True(errors.Is(err, agent.ErrIncompatible)) // another version
 
 	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel2()
-	a, b = net.Pipe()
-	defer b.Close()
-	go io.Copy(io.Discard, b) // reads, never answers
-	_, err = agent.NewClient(short, a)
+	a3, b3 := net.Pipe()
+	defer b3.Close()
+	go io.Copy(io.Discard, b3) // reads, never answers
+	_, err = agent.NewClient(short, a3)
 	is.True(errors.Is(err, context.DeadlineExceeded)) // a silent peer
 }
 

@@ -84,14 +84,32 @@ func (p pipeConn) Close() error {
 	return p.r.Close()
 }
 
+// syncBuffer is a bytes.Buffer safe for a writing process and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // startServe runs `opensbx-agent serve` on a fresh socket; it is stopped
 // with SIGKILL when the test ends unless the test waited for it.
-func startServe(t testing.TB, args ...string) (*exec.Cmd, string, *bytes.Buffer) {
+func startServe(t testing.TB, args ...string) (*exec.Cmd, string, *syncBuffer) {
 	t.Helper()
 	sock := socketName()
 	cmd := exec.Command(agentBinary(t), append([]string{"serve", "-socket", sock}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +117,7 @@ func startServe(t testing.TB, args ...string) (*exec.Cmd, string, *bytes.Buffer)
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	return cmd, sock, &stderr
+	return cmd, sock, stderr
 }
 
 // waitListening waits until something accepts on sock.
@@ -259,10 +277,9 @@ func TestProgramMainCommand(t *testing.T) {
 	c.Close()
 	relay.Wait()
 
-	var stderr bytes.Buffer
-	serve, _, _ = startServe(t, "--", "no-such-program")
-	serve.Stderr = &stderr
+	serve, _, serveErr := startServe(t, "--", "no-such-program")
 	is.Equal(exitCode(t, serve.Wait()), 127) // not found
+	is.True(strings.Contains(serveErr.String(), "executable file not found"))
 }
 
 // TestServePeerCheck: Serve lets root in (handshake '+'), refuses another
