@@ -332,6 +332,26 @@ func TestStdin(t *testing.T) {
 	_, err = e.c.Stdin(ctx, "cmd_nope", strings.NewReader("x"), false)
 	is.True(errors.Is(err, agent.ErrNotFound)) // unknown command
 
+	// Concurrent stdin calls take turns: each one's data stays together.
+	cmd, err = e.c.Exec(ctx, agent.ExecRequest{ID: newID(), Argv: []string{"cat"}, OpenStdin: true})
+	is.NoErr(err)
+	const size = 300_000
+	errs := make(chan error, 2)
+	for _, b := range []byte("ab") {
+		go func() {
+			_, err := e.c.Stdin(ctx, cmd.ID, bytes.NewReader(bytes.Repeat([]byte{b}, size)), false)
+			errs <- err
+		}()
+	}
+	is.NoErr(<-errs)
+	is.NoErr(<-errs)
+	_, err = e.c.Stdin(ctx, cmd.ID, nil, true)
+	is.NoErr(err)
+	r = follow(t, e.c, cmd.ID, outbuf.Pos{})
+	ab := strings.Repeat("a", size) + strings.Repeat("b", size)
+	ba := strings.Repeat("b", size) + strings.Repeat("a", size)
+	is.True(string(r.stdout) == ab || string(r.stdout) == ba) // not interleaved
+
 	// A blocked write (the command does not read) ends with the ctx.
 	cmd, err = e.c.Exec(ctx, agent.ExecRequest{ID: newID(), Argv: []string{"sleep", "1000"}, OpenStdin: true})
 	is.NoErr(err)
@@ -488,11 +508,9 @@ func TestListForget(t *testing.T) {
 	ctx := testCtx(t)
 	long, err := e.c.Exec(ctx, agent.ExecRequest{ID: "cmd_long", Argv: []string{"sleep", "1000"}})
 	is.NoErr(err)
-	var done []string
 	for i := range 5 {
 		r := run(t, e.c, agent.ExecRequest{ID: fmt.Sprintf("cmd_quick%d", i), Argv: sh(fmt.Sprintf("exit %d", i))})
 		is.Equal(r.code(), i)
-		done = append(done, r.cmd.ID)
 	}
 	cmds, err := e.c.Commands(ctx)
 	is.NoErr(err)

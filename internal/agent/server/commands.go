@@ -75,7 +75,8 @@ type command struct {
 	signal      int
 	stdin       *os.File // write end; nil when closed or never opened
 	stdinClosed bool
-	stdinMu     sync.Mutex // one stdin stream at a time
+
+	stdinTurn chan struct{} // one stdin stream at a time: holds a token while writing
 }
 
 func newRegistry(cfg *Config) *registry {
@@ -173,8 +174,9 @@ func (r *registry) exec(req wire.ExecRequest) (wire.Command, *command, error) {
 	c := &command{
 		id: req.ID, argv: req.Argv, cwd: req.Cwd, user: user,
 		openStdin: req.OpenStdin, limit: limit,
-		out:  outbuf.New(limit),
-		done: make(chan struct{}),
+		out:       outbuf.New(limit),
+		done:      make(chan struct{}),
+		stdinTurn: make(chan struct{}, 1),
 	}
 	r.mu.Lock()
 	switch {
@@ -568,8 +570,12 @@ func (r *registry) signal(id string, sig int) (wire.Command, error) {
 // writeStdin copies the data frames of body into c's stdin until the
 // KindEnd frame, which it returns. Cancelling ctx aborts a blocked write.
 func (r *registry) writeStdin(ctx context.Context, c *command, fr *wire.Reader) (written int64, end wire.Frame, err error) {
-	c.stdinMu.Lock()
-	defer c.stdinMu.Unlock()
+	select {
+	case c.stdinTurn <- struct{}{}:
+		defer func() { <-c.stdinTurn }()
+	case <-ctx.Done():
+		return 0, wire.Frame{}, ctx.Err()
+	}
 	c.mu.Lock()
 	f := c.stdin
 	c.mu.Unlock()

@@ -271,7 +271,7 @@ func unpackEntry(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string) er
 		mode |= fs.ModeSticky
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA, tar.TypeLink, tar.TypeSymlink, tar.TypeDir:
+	case tar.TypeReg, tar.TypeLink, tar.TypeSymlink, tar.TypeDir: // the reader turns TypeRegA into TypeReg
 	default:
 		return invalid("tar entry %q: type %q is not supported (only files, directories and links)", hdr.Name, string(hdr.Typeflag))
 	}
