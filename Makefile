@@ -2,7 +2,7 @@
 
 GO ?= go
 
-.PHONY: all engine images test run
+.PHONY: all engine images test run agent agent-check
 
 all: test
 
@@ -14,9 +14,17 @@ engine:
 images: engine
 	$(GO) run ./internal/testenv/cmd/buildimages
 
-test: images
+test: images agent-check
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# Rebuild the embedded opensbx-agent programs (internal/agent/bin) from source.
+agent:
+	$(GO) generate ./internal/agent/...
+
+# Fail when the committed agent programs differ from a fresh build.
+agent-check:
+	$(GO) run ./internal/agent/bin/gen -check
 
 run: engine
 	$(GO) run ./cmd/opensbx
