@@ -5,7 +5,7 @@ GO ?= go
 # `make fuzz FUZZTIME=10m`.
 FUZZTIME ?= 3s
 
-.PHONY: all engine images test fuzz fuzz-smoke run bench
+.PHONY: all engine images test fuzz fuzz-smoke run bench agent agent-check
 
 all: test
 
@@ -18,7 +18,7 @@ engine:
 images: engine
 	$(GO) run ./internal/testenv/cmd/buildimages
 
-test: images
+test: images agent-check
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-smoke
@@ -37,6 +37,14 @@ fuzz-smoke:
 
 fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=$(FUZZTIME)
+
+# Rebuild the embedded opensbx-agent programs (internal/agent/bin) from source.
+agent:
+	$(GO) generate ./internal/agent/...
+
+# Fail when the committed agent programs differ from a fresh build.
+agent-check:
+	$(GO) run ./internal/agent/bin/gen -check
 
 run: engine
 	$(GO) run ./cmd/opensbx

@@ -1,0 +1,211 @@
+//go:build linux
+
+// Command opensbx-agent is the Opensbx agent, the program that runs inside
+// every sandbox. It is static (CGO_ENABLED=0) and needs nothing from the
+// image: no shell, no libc, no writable file system.
+//
+// Usage:
+//
+//	opensbx-agent serve [flags] [-- main command...]
+//	opensbx-agent connect [-socket NAME]
+//	opensbx-agent version
+//
+// serve is the sandbox's long-lived daemon, run as root as the container's
+// main process under the engine's init. It listens on an abstract unix
+// socket that only root in the sandbox may use. With a main command after
+// "--" it runs that command as a supervised child (as -main-user), forwards
+// SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it and exits
+// with its exit status when it ends; without one it serves until SIGTERM or
+// SIGINT and then exits 0 at once.
+//
+// connect relays its stdin to the daemon's socket and the socket to its
+// stdout, until either side closes; the Manager runs it as an exec to open
+// its session. It exits with 69 when no agent is running, 77 when the agent
+// refused the connecting user (not root), 75 when the agent is busy.
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/opensbx/opensbx/internal/agent/server"
+	"github.com/opensbx/opensbx/internal/agent/wire"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  opensbx-agent serve [flags] [-- main command...]
+  opensbx-agent connect [-socket NAME]
+  opensbx-agent version
+`
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "connect":
+		return connect(args[1:], stdin, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "opensbx-agent %s protocol %d\n", selfVersion(), wire.ProtocolVersion)
+		return 0
+	}
+	fmt.Fprint(stderr, usage)
+	return 2
+}
+
+// selfVersion is the hex SHA-256 of this program's executable.
+func selfVersion() string {
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "unknown"
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", wire.DefaultSocket, "unix socket to listen on (a leading @ makes it abstract)")
+	user := fs.String("user", "", "default user of commands (the image's USER); empty: root")
+	mainUser := fs.String("main-user", "", "user of the main command; empty: root")
+	outputLimit := fs.Int("output-limit", 1<<20, "default bytes kept per output stream of a command")
+	maxOutputLimit := fs.Int("max-output-limit", 64<<20, "largest output limit a command may ask for")
+	maxRunning := fs.Int("max-running", 1024, "most commands running at once")
+	maxFinished := fs.Int("max-finished", 256, "most finished commands kept")
+	maxFinishedOutput := fs.Int64("max-finished-output", 256<<20, "most output bytes kept by finished commands together")
+	maxSessions := fs.Int("max-sessions", 16, "most sessions (Manager connections) served at once")
+	verbose := fs.Bool("v", false, "log debug messages to stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	// The agent's live heap is small; a lower GC target keeps its
+	// resident memory small too (Go's minimum heap scales with it).
+	debug.SetGCPercent(50)
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "opensbx-agent")
+
+	srv := server.New(server.Config{
+		Version:           selfVersion(),
+		DefaultUser:       *user,
+		OutputLimit:       *outputLimit,
+		MaxOutputLimit:    *maxOutputLimit,
+		MaxRunning:        *maxRunning,
+		MaxFinished:       *maxFinished,
+		MaxFinishedOutput: *maxFinishedOutput,
+		MaxSessions:       *maxSessions,
+		Logger:            log,
+	})
+	// Signals are caught before anything starts, so none is lost.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	l, err := net.Listen("unix", *socket)
+	if err != nil {
+		fmt.Fprintf(stderr, "opensbx-agent serve: %v\n", err)
+		return 1
+	}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, server.ErrServerClosed) {
+			log.Error("serve", "err", err)
+		}
+	}()
+
+	if fs.NArg() == 0 {
+		for sig := range sigs {
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				// The sandbox stops: its processes go with it, there is
+				// nothing to wait for.
+				return 0
+			}
+		}
+	}
+	m, err := server.StartMain(fs.Args(), *mainUser, server.Config{})
+	if err != nil {
+		fmt.Fprintf(stderr, "opensbx-agent serve: main command: %v\n", err)
+		var se *server.StartError
+		if errors.As(err, &se) {
+			return se.Code
+		}
+		return 126
+	}
+	for {
+		select {
+		case sig := <-sigs:
+			_ = m.Signal(sig)
+		case <-m.Done():
+			return m.ExitCode()
+		}
+	}
+}
+
+func connect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", wire.DefaultSocket, "the agent's unix socket")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, err := net.Dial("unix", *socket)
+	if err != nil {
+		fmt.Fprintf(stderr, "opensbx-agent connect: the sandbox's agent is not running (%v)\n", err)
+		return wire.ExitNoAgent
+	}
+	conn := c.(*net.UnixConn)
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		fmt.Fprintf(stderr, "opensbx-agent connect: the sandbox's agent closed the connection (%v)\n", err)
+		return wire.ExitNoAgent
+	}
+	switch b[0] {
+	case wire.HandshakeOK:
+	case wire.HandshakeRefused:
+		fmt.Fprintln(stderr, "opensbx-agent connect: the agent refused the connection: only root in the sandbox may connect")
+		return wire.ExitRefused
+	case wire.HandshakeBusy:
+		fmt.Fprintln(stderr, "opensbx-agent connect: the agent serves as many sessions as it allows")
+		return wire.ExitBusy
+	default:
+		fmt.Fprintf(stderr, "opensbx-agent connect: unexpected handshake 0x%02x\n", b[0])
+		return wire.ExitNoAgent
+	}
+	conn.SetReadDeadline(time.Time{})
+	done := make(chan struct{}, 2)
+	go func() {
+		io.Copy(conn, stdin)
+		conn.CloseWrite()
+		done <- struct{}{}
+	}()
+	go func() {
+		io.Copy(stdout, conn)
+		done <- struct{}{}
+	}()
+	<-done
+	return 0
+}
