@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opensbx/opensbx/internal/engine"
@@ -34,6 +32,9 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 	defer release()
 	attachStdin := opts.Stdin != nil || opts.OpenStdin
 	id := newCommandID()
+	if m.usesAgent(c) {
+		return m.execAgent(ctx, c, id, opts, env) // the agent sets OPENSBX_COMMAND_ID itself
+	}
 	env = append(env, commandIDEnv+"="+id)
 	started := time.Now()
 	x, err := m.engine.Exec(ctx, c.ID, engine.ExecSpec{
@@ -62,7 +63,7 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 		live:   true,
 	}
 	if attachStdin {
-		e.stdin = &stdinPipe{x: x, open: true}
+		e.stdin = &stdinPipe{sink: engineSink{x}, open: true}
 	}
 	m.cmds.mu.Lock()
 	m.cmds.addLocked(e)
@@ -81,7 +82,7 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 func (r *commandRegistry) pump(ctx context.Context, e *cmdEntry, x engine.Exec, opts ExecOptions) {
 	stop := context.AfterFunc(ctx, func() { x.Close() })
 	if opts.Stdin != nil {
-		r.m.goBackground(func(context.Context) { e.stdin.copyFrom(opts.Stdin, !opts.OpenStdin) })
+		r.m.goBackground(func(ctx context.Context) { e.stdin.copyFrom(ctx, opts.Stdin, !opts.OpenStdin) })
 	}
 	copyErr := x.Output(e.out.Writer(outbuf.Stdout), e.out.Writer(outbuf.Stderr))
 	stop()
@@ -172,95 +173,4 @@ func (r *commandRegistry) waitExit(ctx context.Context, e *cmdEntry) (*int, stri
 		return nil, fmt.Sprintf("inspect exec: %v", err)
 	}
 	return code, why
-}
-
-// stdinPipe is the write side of a command's standard input.
-type stdinPipe struct {
-	mu     sync.Mutex // serialises writers
-	x      engine.Exec
-	open   bool // accepts SendStdin
-	closed bool
-}
-
-// copyFrom copies src to the command's input, then closes the input when
-// closeAfter. It holds the lock for the whole copy.
-func (p *stdinPipe) copyFrom(src io.Reader, closeAfter bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
-	}
-	_, err := io.Copy(p.x, src)
-	if closeAfter || err != nil {
-		p.closeLocked()
-	}
-}
-
-func (p *stdinPipe) closeLocked() {
-	if !p.closed {
-		p.x.CloseWrite()
-		p.closed, p.open = true, false
-	}
-}
-
-// shutdown marks the input closed once the command has ended.
-func (p *stdinPipe) shutdown() {
-	if p.mu.TryLock() {
-		p.closed, p.open = true, false
-		p.mu.Unlock()
-	}
-}
-
-// SendStdin copies r to the standard input of a running command started
-// with OpenStdin, then closes the input when closeAfter (r may be nil to
-// just close it). Writes wait for an ExecOptions.Stdin copy in progress.
-// It fails with ErrConflict when the command has ended or its input is not
-// open, ErrNotFound for an unknown sandbox or command, and ctx.Err() when
-// ctx ends while the command is not reading.
-func (m *Manager) SendStdin(ctx context.Context, sandboxID, cmdID string, r io.Reader, closeAfter bool) error {
-	ctx, done, err := m.begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	e, err := m.cmds.lookup(ctx, sandboxID, cmdID)
-	if err != nil {
-		return fmt.Errorf("send stdin: %w", err)
-	}
-	if e.stdin == nil {
-		return fmt.Errorf("send stdin: %w", sbxerr.Conflict("command %s was started without OpenStdin", cmdID))
-	}
-	p := e.stdin
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-e.done:
-		return fmt.Errorf("send stdin: %w", sbxerr.Conflict("command %s has ended", cmdID))
-	default:
-	}
-	if !p.open || p.closed {
-		return fmt.Errorf("send stdin: %w", sbxerr.Conflict("the input of command %s is closed", cmdID))
-	}
-	if r != nil {
-		stop := context.AfterFunc(ctx, func() { p.x.SetWriteDeadline(time.Unix(1, 0)) })
-		_, err = io.Copy(p.x, r)
-		if !stop() {
-			p.x.SetWriteDeadline(time.Time{})
-		}
-		if err != nil {
-			select {
-			case <-e.done:
-				return fmt.Errorf("send stdin: %w", sbxerr.Conflict("command %s has ended", cmdID))
-			default:
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("send stdin: %w", err)
-		}
-	}
-	if closeAfter {
-		p.closeLocked()
-	}
-	return nil
 }

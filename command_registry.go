@@ -36,6 +36,10 @@ type commandRegistry struct {
 
 	// killMode forces a kill strategy (killAuto in production); tests set it.
 	killMode killMode
+
+	// resume are the recovered commands New follows on through their
+	// agents.
+	resume []*cmdEntry
 }
 
 type sandboxCommands struct {
@@ -55,6 +59,8 @@ type cmdEntry struct {
 	forgotten bool
 	finishSeq uint64
 	stdin     *stdinPipe // nil without AttachStdin
+	agent     bool       // run by the sandbox's agent
+	instance  string     // the agent's instance id, when agent
 }
 
 // storedCommand is the persisted form of a command.
@@ -67,6 +73,10 @@ type storedCommand struct {
 	StderrTotal int64   `json:"stderr_total"`
 	// Order is the write order of the kept output across the streams.
 	Order []outbuf.Run `json:"order,omitempty"`
+	// Agent reports a command the sandbox's agent runs, Instance the
+	// agent's instance id: a running one is followed on after a restart.
+	Agent    bool   `json:"agent,omitempty"`
+	Instance string `json:"instance,omitempty"`
 }
 
 // newCommandRegistry recovers the commands kept in the state store. A
@@ -105,6 +115,21 @@ func newCommandRegistry(m *Manager, owned []engine.Container) (*commandRegistry,
 			if err := m.store.Delete(commandsBucket, key); err != nil {
 				return nil, err
 			}
+			continue
+		}
+		if sc.Command.State == CommandRunning && sc.Agent && m.cfg.agent {
+			// The agent still runs it (or knows how it ended): follow it
+			// on once the Manager is up.
+			e := &cmdEntry{
+				cmd:      sc.Command,
+				out:      outbuf.Restore(m.cfg.outputLimit, sc.Stdout, sc.StdoutTotal, sc.Stderr, sc.StderrTotal, sc.Order),
+				done:     make(chan struct{}),
+				agent:    true,
+				instance: sc.Instance,
+			}
+			e.out.Reopen()
+			r.addLocked(e)
+			r.resume = append(r.resume, e)
 			continue
 		}
 		if sc.Command.State == CommandRunning {
@@ -231,7 +256,7 @@ func (r *commandRegistry) save(e *cmdEntry) {
 		r.mu.Unlock()
 		return
 	}
-	sc := storedCommand{Command: *e.cmd.clone(), ExecID: e.execID}
+	sc := storedCommand{Command: *e.cmd.clone(), ExecID: e.execID, Agent: e.agent, Instance: e.instance}
 	r.mu.Unlock()
 	s := e.out.Snapshot()
 	sc.Stdout, sc.StdoutTotal, sc.Stderr, sc.StderrTotal = s.Stdout, s.StdoutTotal, s.Stderr, s.StderrTotal

@@ -121,7 +121,12 @@ func (r *commandRegistry) kill(ctx context.Context, e *cmdEntry, sig syscall.Sig
 	prev := e.killSent
 	e.killSent = true
 	r.mu.Unlock()
-	err := r.signalTree(ctx, e, sig)
+	var err error
+	if e.agent {
+		err = r.signalAgent(ctx, e, int(sig))
+	} else {
+		err = r.signalTree(ctx, e, sig)
+	}
 	if err != nil {
 		r.mu.Lock()
 		e.killSent = prev

@@ -160,7 +160,7 @@ func TestExecMissingBinary(t *testing.T) {
 	is.Equal(res.Command.State, CommandFinished)
 	is.Equal(exitCode(res.Command), 127)                                       // not found, like a shell
 	is.True(strings.Contains(res.Command.Error, "no-such-program"))            // Error names the program
-	is.True(strings.Contains(string(res.Stdout), "executable file not found")) // the runtime's message is on the output
+	is.True(strings.Contains(string(res.Stdout)+string(res.Stderr), "executable file not found")) // the message is on the output
 
 	res = run(t, m, sb.ID, ExecOptions{Command: "/tmp"})
 	is.Equal(exitCode(res.Command), 126) // not executable
@@ -346,7 +346,7 @@ func TestFollowKeepsWriteOrder(t *testing.T) {
 	want := []string{"stdout:o1", "stderr:e1", "stdout:o2", "stderr:e2", "exit:"}
 	is.Equal(replay(m), want) // write order
 	is.NoErr(m.Close())
-	m2, err := New(ctx, WithDockerClient(cli), WithNamespace(m.cfg.namespace), WithStateDir(dir))
+	m2, err := New(ctx, append(modeOpts(), WithDockerClient(cli), WithNamespace(m.cfg.namespace), WithStateDir(dir))...)
 	is.NoErr(err)
 	defer m2.Close()
 	is.Equal(replay(m2), want) // kept across a restart
@@ -539,11 +539,13 @@ func TestExecNoShellImage(t *testing.T) {
 	is.Equal(exitCode(out.Command), 42)
 	c, err := m.Exec(ctx, res.ID, ExecOptions{Command: "/app", Args: []string{"sleep", "1000"}})
 	is.NoErr(err)
-	m.cmds.killMode = killMarker // as if the Manager did not see the host's processes
-	_, err = m.KillCommand(ctx, res.ID, c.ID, 9)
-	is.True(errors.Is(err, ErrUnsupported)) // no sh in the image: cannot signal from inside
-	m.cmds.killMode = killAuto
-	_, err = m.KillCommand(ctx, res.ID, c.ID, 9) // from the host: no kill binary needed
+	if !m.cfg.agent {
+		m.cmds.killMode = killMarker // as if the Manager did not see the host's processes
+		_, err = m.KillCommand(ctx, res.ID, c.ID, 9)
+		is.True(errors.Is(err, ErrUnsupported)) // no sh in the image: cannot signal from inside
+		m.cmds.killMode = killAuto
+	}
+	_, err = m.KillCommand(ctx, res.ID, c.ID, 9) // by the agent, or from the host: no kill binary needed
 	is.NoErr(err)
 	done, err := m.WaitCommand(ctx, res.ID, c.ID)
 	is.NoErr(err)
@@ -640,7 +642,7 @@ func TestCommandsSurviveRestart(t *testing.T) {
 	_, err = m.Commands(ctx, sb.ID)
 	is.True(errors.Is(err, ErrClosed)) // closed
 
-	m2, err := New(ctx, WithDockerClient(cli), WithNamespace(m.cfg.namespace), WithStateDir(dir), WithOutputLimit(64))
+	m2, err := New(ctx, append(modeOpts(), WithDockerClient(cli), WithNamespace(m.cfg.namespace), WithStateDir(dir), WithOutputLimit(64))...)
 	is.NoErr(err)
 	defer m2.Close()
 	list, err := m2.Commands(ctx, sb.ID)
@@ -657,8 +659,17 @@ func TestCommandsSurviveRestart(t *testing.T) {
 	is.Equal(string(out.Stderr), "err")
 	lost, err := m2.Command(ctx, sb.ID, long.ID)
 	is.NoErr(err)
-	is.Equal(lost.State, CommandFailed) // running at Close: recorded, not lost
-	is.True(lost.Error != "")
+	if m2.cfg.agent {
+		is.Equal(lost.State, CommandRunning) // running at Close: the agent still runs it
+		_, err = m2.KillCommand(ctx, sb.ID, long.ID, 9)
+		is.NoErr(err)
+		lost, err = m2.WaitCommand(ctx, sb.ID, long.ID)
+		is.NoErr(err)
+		is.Equal(lost.State, CommandKilled) // and the new Manager can kill it
+	} else {
+		is.Equal(lost.State, CommandFailed) // running at Close: recorded, not lost
+		is.True(lost.Error != "")
+	}
 	lost, err = m2.Command(ctx, sb.ID, "cmd_crashed")
 	is.NoErr(err)
 	is.Equal(lost.State, CommandFailed) // running at a crash: recorded failed

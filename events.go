@@ -76,10 +76,15 @@ func (m *Manager) Subscribe(fn func(Event)) (cancel func()) {
 	}
 }
 
-// publish sends ev to every subscriber.
+// publish sends ev to every subscriber (after dropping the sandbox's agent
+// session when its agent stops).
 func (m *Manager) publish(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
+	}
+	switch ev.Type {
+	case EventStopping, EventStopped, EventRestarted, EventDeleted:
+		m.agents.drop(ev.SandboxID)
 	}
 	s := &m.subs
 	s.mu.RLock()

@@ -64,6 +64,19 @@ func removeLabelled(ctx context.Context, cli *client.Client, label string) error
 	return nil
 }
 
+// envNoAgent runs the suite with WithAgent(false): every command an engine
+// exec, every file an archive request (make test runs the command and file
+// tests both ways).
+const envNoAgent = "OPENSBX_TEST_NO_AGENT"
+
+// modeOpts are the options of the mode the suite runs in.
+func modeOpts() []Option {
+	if os.Getenv(envNoAgent) != "" {
+		return []Option{WithAgent(false)}
+	}
+	return nil
+}
+
 // testNamespace returns a namespace unique to this test.
 func testNamespace() string { return "t" + testRun + "-" + randomHex(4) }
 
@@ -80,7 +93,7 @@ func newTestManager(t testing.TB, opts ...Option) (*Manager, *client.Client) {
 		WithNamespace(ns),
 		WithLabels(map[string]string{testRunLabel: testRun}),
 		WithStopTimeout(2 * time.Second),
-	}, opts...)
+	}, append(modeOpts(), opts...)...)
 	m, err := New(context.Background(), all...)
 	if err != nil {
 		t.Fatalf("new manager: %v", err)

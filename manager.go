@@ -39,8 +39,10 @@ type Manager struct {
 	stats   statsCache
 	records recordSet
 	pool    *pool
-	quota   quota
-	net     netPolicy
+	quota    quota
+	net      netPolicy
+	agentVol agentVolume
+	agents   agentConns
 }
 
 // New connects to the Docker engine, checks that it answers, opens the state
@@ -58,6 +60,7 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 		return nil, fmt.Errorf("opensbx: %w", err)
 	}
 	m := &Manager{cfg: cfg, log: cfg.logger}
+	m.agents.m = m
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -152,6 +155,13 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 	m.pulls = newPullGroup(m)
 	m.goBackground(m.expiry.run)
 	m.goBackground(m.watchEngine)
+	m.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		m.pruneAgentVolumes(ctx)
+	})
+	m.cmds.resumeAgentCommands(m.ctx, m.cmds.resume)
+	m.cmds.resume = nil
 	if m.pool != nil {
 		m.pool.recover(ctx, pooledOnes)
 		m.goBackground(m.pool.run)
@@ -193,6 +203,7 @@ func (m *Manager) Close() error {
 	m.closed = true
 	m.mu.Unlock()
 	m.cancel()
+	m.agents.closeAll()
 	m.wg.Wait()
 	var errs []error
 	if err := m.store.Close(); err != nil {

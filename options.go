@@ -69,6 +69,7 @@ type config struct {
 	maxSandboxes   int
 	maxCommands    int
 	isolation      bool
+	agent          bool
 	halfMadeAge    time.Duration // a container never started for this long was left by a killed Manager
 	host           string
 	namespace      string
@@ -102,6 +103,7 @@ func defaultConfig() config {
 		clock:          clock.Real{},
 		pidsLimit:      DefaultPidsLimit,
 		isolation:      true,
+		agent:          true,
 		halfMadeAge:    30 * time.Second,
 		nofile:         DefaultNofile,
 	}
@@ -456,6 +458,20 @@ func WithNetworkIsolation(on bool) Option {
 func withHalfMadeAge(d time.Duration) Option {
 	return func(cfg *config) error {
 		cfg.halfMadeAge = d
+		return nil
+	}
+}
+
+// WithAgent turns the sandbox agent on (the default) or off. On, every
+// sandbox runs the Opensbx agent as its main process, and its commands and
+// files (while it runs) go over one live channel to it: fast, independent of
+// the host's /proc, working with a remote engine and under gVisor, and
+// commands survive a restart of the Manager. Off, every command is an
+// engine exec and every file transfer an archive request, as Docker's own
+// tools do. Sandboxes made either way work with both.
+func WithAgent(on bool) Option {
+	return func(cfg *config) error {
+		cfg.agent = on
 		return nil
 	}
 }

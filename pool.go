@@ -409,7 +409,11 @@ func (p *pool) fill(ctx context.Context, t *poolTemplate) (pooled, error) {
 	}
 	var b [6]byte
 	rand.Read(b[:])
-	cs := m.containerSpec(t.opts, "", "")
+	agentVol, agentVersion, err := m.agentFor(ctx, t.opts)
+	if err != nil {
+		return pooled{}, err
+	}
+	cs := m.containerSpec(t.opts, img, "", "", agentVol, agentVersion)
 	cs.Name = m.containerName("-pool-" + hex.EncodeToString(b[:]))
 	delete(cs.Labels, labelName)
 	delete(cs.Labels, labelSpec)

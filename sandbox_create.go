@@ -101,7 +101,11 @@ func (m *Manager) existing(ctx context.Context, name, spec string) (*CreateResul
 
 // create makes one attempt with a given sandbox name.
 func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image, name, spec string) (_ *CreateResult, err error) {
-	cs := m.containerSpec(o, name, spec)
+	agentVol, agentVersion, err := m.agentFor(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	cs := m.containerSpec(o, img, name, spec, agentVol, agentVersion)
 	if len(o.Egress) > 0 {
 		net, err := m.egressNetwork(ctx, o.Egress)
 		if err != nil {
@@ -184,7 +188,14 @@ func (m *Manager) makeContainer(ctx context.Context, cs engine.ContainerSpec, o 
 	}()
 	// The sandbox runs under an init, so a missing executable would only show
 	// as an exit after a successful start: look for it first.
-	if argv0 := firstArg(cs); argv0 != "" {
+	argv0 := firstArg(cs)
+	if cs.Labels[labelAgent] != "" {
+		argv0 = "" // the agent is in its volume
+		if main := mainCommand(o, img); len(main) > 0 && !o.KeepImageCommand {
+			argv0 = main[0]
+		}
+	}
+	if argv0 != "" {
 		found, err := m.hasExecutable(ctx, id, argv0, searchPath(o.Env, img.Env))
 		if err != nil {
 			return "", err
@@ -238,6 +249,15 @@ func (m *Manager) removeLate(name string) {
 			m.log.Warn("remove the container of a cancelled create", "name", name, "err", err)
 		}
 	})
+}
+
+// agentFor returns the agent volume and version a sandbox made from o gets,
+// or "" without the agent (WithAgent(false)).
+func (m *Manager) agentFor(ctx context.Context, o CreateOptions) (string, string, error) {
+	if !m.cfg.agent {
+		return "", "", nil
+	}
+	return m.ensureAgentVolume(ctx, o.Image)
 }
 
 // firstArg returns the program a new container will run, when Create

@@ -13,8 +13,10 @@ import (
 // caller asked for.
 //
 //   - It runs under the engine's init (PID 1 reaps zombies and forwards
-//     signals), with a long sleep as its main process unless the caller
-//     gave a command or asked for the image's own.
+//     signals), with the Opensbx agent as its main process (see agent.go),
+//     which runs the caller's command or the image's own, when asked for,
+//     as its child; without the agent, a long sleep is the main process
+//     unless the caller gave a command or asked for the image's own.
 //   - Memory is limited with no swap beyond it; CPUs by CFS quota; at most
 //     WithPidsLimit processes and threads (1024), so a fork bomb stays
 //     inside; at most WithNofile open files per process (16384).
@@ -46,8 +48,25 @@ func sandboxCaps() []string {
 	return []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"}
 }
 
+// mainCommand is a sandbox's own main process: the caller's command, the
+// image's (KeepImageCommand), or none (the sandbox only stays alive).
+func mainCommand(o CreateOptions, img engine.Image) []string {
+	switch {
+	case o.KeepImageCommand:
+		return append(append([]string(nil), img.Entrypoint...), img.Cmd...)
+	case len(o.Entrypoint) > 0:
+		return append(append([]string(nil), o.Entrypoint...), o.Command...)
+	case len(o.Command) > 0:
+		return append([]string(nil), o.Command...)
+	}
+	return nil
+}
+
 // containerSpec is the engine's description of sandbox name made from o.
-func (m *Manager) containerSpec(o CreateOptions, name, spec string) engine.ContainerSpec {
+// agentVol and agentVersion name the agent's volume ("" without the
+// agent): with it, the agent is the main process and the sandbox's own
+// command, if any, its supervised child.
+func (m *Manager) containerSpec(o CreateOptions, img engine.Image, name, spec, agentVol, agentVersion string) engine.ContainerSpec {
 	labels := map[string]string{}
 	for k, v := range m.cfg.labels {
 		labels[k] = v
@@ -98,6 +117,14 @@ func (m *Manager) containerSpec(o CreateOptions, name, spec string) engine.Conta
 		cs.StorageSize = strconv.FormatInt(m.cfg.diskQuota, 10)
 	}
 	switch {
+	case agentVol != "":
+		user := o.User
+		if user == "" {
+			user = img.User
+		}
+		cs.Entrypoint, cs.Cmd, cs.User = m.agentServe(user, mainCommand(o, img)), nil, "0"
+		cs.Mounts = append(cs.Mounts, engine.Mount{Volume: agentVol, Target: agentDir, ReadOnly: true})
+		labels[labelAgent] = agentVersion
 	case o.KeepImageCommand:
 	case len(o.Command) == 0 && len(o.Entrypoint) == 0:
 		ka := keepAlive()

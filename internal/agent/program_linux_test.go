@@ -206,7 +206,7 @@ func TestProgramServeConnect(t *testing.T) {
 	is.Equal(exitCode(t, relay2.Wait()), 0)
 
 	is.NoErr(serve.Process.Signal(syscall.SIGTERM))
-	is.Equal(exitCode(t, serve.Wait()), 0) // SIGTERM: exit 0
+	is.Equal(exitCode(t, serve.Wait()), 143) // SIGTERM: exit 128+15
 	is.Equal(stderr.String(), "")          // nothing logged
 }
 

@@ -72,6 +72,17 @@ func (r *Ring) Write(p []byte) (int, error) {
 // Total returns the number of bytes ever written.
 func (r *Ring) Total() int64 { return r.total }
 
+// Skip counts n bytes (n > 0) as written without keeping any of them: they
+// were lost elsewhere. The kept bytes are dropped too, since they no
+// longer end at Total.
+func (r *Ring) Skip(n int64) {
+	if n <= 0 {
+		return
+	}
+	r.total += n
+	r.data, r.head = r.data[:0], 0
+}
+
 // Len returns the number of bytes kept.
 func (r *Ring) Len() int { return len(r.data) }
 
@@ -246,6 +257,41 @@ func (b *Buffer) Write(s Stream, p []byte) {
 		b.segs = b.segs[1:]
 	}
 	b.notifyLocked()
+}
+
+// Skip counts n bytes of stream s that were written but never reached this
+// Buffer (a source evicted them first): the stream's kept bytes are
+// dropped, and a reader behind its new end gets a Dropped chunk saying how
+// many it missed. Skips after Close are discarded.
+func (b *Buffer) Skip(s Stream, n int64) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.streams[s].Skip(n)
+	kept := b.segs[:0]
+	for _, g := range b.segs {
+		if g.s != s {
+			kept = append(kept, g)
+		}
+	}
+	b.segs = kept
+	b.notifyLocked()
+}
+
+// Reopen makes a Buffer from Restore take writes again, for a command that
+// is still running elsewhere (its output resumes where the saved one ends).
+func (b *Buffer) Reopen() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		b.closed = false
+		b.changed = make(chan struct{})
+	}
 }
 
 func (b *Buffer) notifyLocked() {

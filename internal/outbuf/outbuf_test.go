@@ -265,3 +265,27 @@ func TestBufferKeepsWriteOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestSkipAndReopen(t *testing.T) {
+	b := Restore(8, []byte("abc"), 3, nil, 0, nil)
+	b.Reopen()
+	b.Write(Stdout, []byte("d"))
+	b.Skip(Stdout, 5) // bytes 4..8 never arrived
+	b.Write(Stdout, []byte("xy"))
+	b.Close()
+	var got []Chunk
+	if _, err := b.Follow(context.Background(), Pos{}, 100, func(c Chunk) error { got = append(got, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// A reader from the start misses abcd and the skipped five: 9 dropped,
+	// then xy.
+	if len(got) != 2 || got[0].Dropped != 9 || string(got[1].Data) != "xy" || got[1].End.Stdout != 11 {
+		t.Fatalf("chunks: %+v", got)
+	}
+	// A reader that had seen abcd misses the five only.
+	got = nil
+	b.Follow(context.Background(), Pos{Stdout: 4}, 100, func(c Chunk) error { got = append(got, c); return nil })
+	if len(got) != 2 || got[0].Dropped != 5 || string(got[1].Data) != "xy" {
+		t.Fatalf("chunks from 4: %+v", got)
+	}
+}

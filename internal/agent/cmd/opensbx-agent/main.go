@@ -16,7 +16,8 @@
 // "--" it runs that command as a supervised child (as -main-user), forwards
 // SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it and exits
 // with its exit status when it ends; without one it serves until SIGTERM or
-// SIGINT and then exits 0 at once.
+// SIGINT and then exits at once with 128 plus the signal (143, 130), as a
+// process that signal killed.
 //
 // connect relays its stdin to the daemon's socket and the socket to its
 // stdout, until either side closes; the Manager runs it as an exec to open
@@ -139,8 +140,10 @@ func serve(args []string, stderr io.Writer) int {
 		for sig := range sigs {
 			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
 				// The sandbox stops: its processes go with it, there is
-				// nothing to wait for.
-				return 0
+				// nothing to wait for. Exit as a process the signal
+				// killed would (143 for SIGTERM), like the long sleep
+				// that kept sandboxes alive before the agent.
+				return 128 + int(sig.(syscall.Signal))
 			}
 		}
 	}
