@@ -158,8 +158,8 @@ func TestExecMissingBinary(t *testing.T) {
 	sb := newBusybox(t, m, CreateOptions{})
 	res := run(t, m, sb.ID, ExecOptions{Command: "no-such-program"})
 	is.Equal(res.Command.State, CommandFinished)
-	is.Equal(exitCode(res.Command), 127)                                       // not found, like a shell
-	is.True(strings.Contains(res.Command.Error, "no-such-program"))            // Error names the program
+	is.Equal(exitCode(res.Command), 127)                                                          // not found, like a shell
+	is.True(strings.Contains(res.Command.Error, "no-such-program"))                               // Error names the program
 	is.True(strings.Contains(string(res.Stdout)+string(res.Stderr), "executable file not found")) // the message is on the output
 
 	res = run(t, m, sb.ID, ExecOptions{Command: "/tmp"})

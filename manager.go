@@ -31,14 +31,14 @@ type Manager struct {
 	closed bool
 	wg     sync.WaitGroup // background goroutines and in-flight calls
 
-	index   *sandboxIndex
-	expiry  *expiry
-	subs    subscribers
-	cmds    *commandRegistry
-	pulls   *pullGroup
-	stats   statsCache
-	records recordSet
-	pool    *pool
+	index    *sandboxIndex
+	expiry   *expiry
+	subs     subscribers
+	cmds     *commandRegistry
+	pulls    *pullGroup
+	stats    statsCache
+	records  recordSet
+	pool     *pool
 	quota    quota
 	net      netPolicy
 	agentVol agentVolume

@@ -207,7 +207,7 @@ func TestProgramServeConnect(t *testing.T) {
 
 	is.NoErr(serve.Process.Signal(syscall.SIGTERM))
 	is.Equal(exitCode(t, serve.Wait()), 143) // SIGTERM: exit 128+15
-	is.Equal(stderr.String(), "")          // nothing logged
+	is.Equal(stderr.String(), "")            // nothing logged
 }
 
 // TestProgramAgentDies: when the daemon dies, the relay ends and so does
