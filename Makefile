@@ -18,9 +18,14 @@ engine:
 images: engine
 	$(GO) run ./internal/testenv/cmd/buildimages
 
+# The command and file tests of the root package run twice: through the
+# sandboxes' agent (the default) and through the engine alone.
+ENGINE_PATH_TESTS = 'Test(Exec|Run|Command|Kill|Follow|Stdin|Output|Concurrent|Files?|Read|Write|List|Delete|Upload|Download|Stat|Open)'
+
 test: images agent-check
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	OPENSBX_TEST_NO_AGENT=1 $(GO) test -count=1 -timeout 10m -run $(ENGINE_PATH_TESTS) .
 	$(MAKE) fuzz-smoke
 
 # Every fuzz target for FUZZTIME each (one at a time: go test -fuzz takes a

@@ -33,6 +33,12 @@ func (m *Manager) DeleteFile(ctx context.Context, sandboxID, path string) error 
 	if err != nil {
 		return fmt.Errorf("delete file: %w", err)
 	}
+	if m.usesAgent(c) {
+		if err := m.agentRemove(ctx, c.ID, p); err != nil {
+			return fmt.Errorf("delete file %q: %w", p, err)
+		}
+		return nil
+	}
 	if _, err := m.fileStat(ctx, c.ID, p); err != nil {
 		return fmt.Errorf("delete file: %w", err)
 	}

@@ -46,6 +46,13 @@ func (m *Manager) ListDir(ctx context.Context, sandboxID, path string) ([]FileIn
 	if err != nil {
 		return nil, fmt.Errorf("list directory: %w", err)
 	}
+	if m.usesAgent(c) {
+		entries, err := m.agentList(ctx, c.ID, p)
+		if err != nil {
+			return nil, fmt.Errorf("list directory %q: %w", p, err)
+		}
+		return entries, nil
+	}
 	target := p
 	var rc io.ReadCloser
 	for hops := 0; ; hops++ {

@@ -30,6 +30,13 @@ func (m *Manager) StatFile(ctx context.Context, sandboxID, path string) (FileInf
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("stat file: %w", err)
 	}
+	if m.usesAgent(c) {
+		fi, err := m.agentStat(ctx, c.ID, p)
+		if err != nil {
+			return FileInfo{}, fmt.Errorf("stat file: %w", err)
+		}
+		return fi, nil
+	}
 	st, err := m.fileStat(ctx, c.ID, p)
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("stat file: %w", err)
@@ -128,6 +135,13 @@ func (m *Manager) ReadFile(ctx context.Context, sandboxID, path string) ([]byte,
 		return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
 	}
 	limit := m.cfg.fileSizeLimit
+	if m.usesAgent(c) {
+		data, fi, err := m.agentRead(ctx, c.ID, p, limit)
+		if err != nil {
+			return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
+		}
+		return data, fi, nil
+	}
 	body, hdr, entry, fi, err := m.fileOpen(ctx, c.ID, p, limit)
 	if err != nil {
 		return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
@@ -163,6 +177,14 @@ func (m *Manager) OpenFile(ctx context.Context, sandboxID, path string) (io.Read
 	if err != nil {
 		done()
 		return nil, FileInfo{}, fmt.Errorf("open file: %w", err)
+	}
+	if m.usesAgent(c) {
+		rc, fi, err := m.agentOpen(ctx, c.ID, p, 0)
+		if err != nil {
+			done()
+			return nil, FileInfo{}, fmt.Errorf("open file: %w", err)
+		}
+		return &fileStream{r: rc, body: rc, done: done}, fi, nil
 	}
 	body, _, entry, fi, err := m.fileOpen(ctx, c.ID, p, 0)
 	if err != nil {
@@ -214,6 +236,14 @@ func (m *Manager) DownloadTar(ctx context.Context, sandboxID, path string) (io.R
 	if err != nil {
 		done()
 		return nil, fmt.Errorf("download tar: %w", err)
+	}
+	if m.usesAgent(c) {
+		rc, err := m.agentTarOut(ctx, c.ID, p)
+		if err != nil {
+			done()
+			return nil, fmt.Errorf("download tar: %w", err)
+		}
+		return &fileStream{r: rc, body: rc, done: done}, nil
 	}
 	rc, _, err := m.engine.CopyFrom(ctx, c.ID, p)
 	if err != nil {

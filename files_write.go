@@ -210,6 +210,12 @@ func (m *Manager) WriteFileFrom(ctx context.Context, sandboxID, path string, r i
 	if err != nil {
 		return fmt.Errorf("write file: %w", err)
 	}
+	if m.usesAgent(c) {
+		if err := m.agentWrite(ctx, c.ID, p, fileCtxReader{ctx: ctx, r: r}, size, mode); err != nil {
+			return fmt.Errorf("write file %q: %w", p, err)
+		}
+		return nil
+	}
 	plan, err := m.filePlanWrite(ctx, c.ID, p)
 	if err != nil {
 		return fmt.Errorf("write file %q: %w", p, err)
@@ -290,6 +296,12 @@ func (m *Manager) UploadTar(ctx context.Context, sandboxID, dir string, r io.Rea
 	c, err := m.inspect(ctx, sandboxID)
 	if err != nil {
 		return fmt.Errorf("upload tar: %w", err)
+	}
+	if m.usesAgent(c) {
+		if err := m.agentTarIn(ctx, c.ID, p, r); err != nil {
+			return fmt.Errorf("upload tar to %q: %w", p, err)
+		}
+		return nil
 	}
 	anchor, rel, err := m.fileResolveDir(ctx, c.ID, p)
 	if err != nil {

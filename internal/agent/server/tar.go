@@ -13,6 +13,7 @@ import (
 	"path"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/opensbx/opensbx/internal/agent/wire"
 	"github.com/opensbx/opensbx/internal/tarutil"
@@ -212,6 +213,25 @@ func tarIn(req wire.PathRequest, fr *wire.Reader, w *wire.Writer) error {
 	body := wire.NewBody(fr)
 	tr := tar.NewReader(body)
 	n := 0
+	// Directories and links get their times once everything is unpacked
+	// (an entry made in a directory changes the directory's mtime), as tar
+	// does; at most maxTimed are remembered.
+	type timed struct {
+		name string
+		link bool
+		t    time.Time
+	}
+	var times []timed
+	const maxTimed = 1 << 16
+	defer func() {
+		for i := len(times) - 1; i >= 0; i-- {
+			if times[i].link {
+				lutimes(path.Join(root.Name(), times[i].name), times[i].t)
+			} else {
+				_ = root.Chtimes(times[i].name, times[i].t, times[i].t)
+			}
+		}
+	}()
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -232,6 +252,10 @@ func tarIn(req wire.PathRequest, fr *wire.Reader, w *wire.Writer) error {
 		}
 		if done {
 			n++
+			if (hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeSymlink) && !hdr.ModTime.IsZero() && len(times) < maxTimed {
+				name, _ := tarutil.CleanName(hdr.Name)
+				times = append(times, timed{name: name, link: hdr.Typeflag == tar.TypeSymlink, t: hdr.ModTime})
+			}
 		}
 	}
 	// What follows the archive's end must be padding, then KindEnd.
@@ -381,4 +405,17 @@ func isEscape(err error) bool {
 		return pe.Err.Error() == "path escapes from parent"
 	}
 	return false
+}
+
+// lutimes sets the times of the link at p itself (utimensat with
+// AT_SYMLINK_NOFOLLOW), best effort: a link's time is cosmetic.
+func lutimes(p string, t time.Time) {
+	const atFDCWD, atSymlinkNofollow = -100, 0x100
+	ts := [2]syscall.Timespec{syscall.NsecToTimespec(t.UnixNano()), syscall.NsecToTimespec(t.UnixNano())}
+	b, err := syscall.BytePtrFromString(p)
+	if err != nil {
+		return
+	}
+	fd := atFDCWD
+	syscall.Syscall6(syscall.SYS_UTIMENSAT, uintptr(fd), uintptr(unsafe.Pointer(b)), uintptr(unsafe.Pointer(&ts[0])), atSymlinkNofollow, 0, 0)
 }
