@@ -45,7 +45,7 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 		Cmd:        append([]string{opts.Command}, opts.Args...),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("exec in sandbox %s: %w", shortID(c.ID), err)
+		return nil, fmt.Errorf("exec in sandbox %s: %w", shortID(c.ID), m.raced(ctx, c.ID, err))
 	}
 	e := &cmdEntry{
 		cmd: Command{
@@ -104,6 +104,11 @@ func (r *commandRegistry) pump(ctx context.Context, e *cmdEntry, x engine.Exec, 
 		r.finish(e, CommandFailed, code, msg)
 	case code != nil && *code == 126:
 		c, why := startFailure(e.out.Snapshot())
+		if why == "" && r.sandboxGone(ctx, e) {
+			// The engine refused to start it: the sandbox went away.
+			r.finish(e, CommandFailed, nil, "the sandbox stopped or was removed before the command could start")
+			return
+		}
 		if why != "" {
 			code = &c
 		}
@@ -111,6 +116,12 @@ func (r *commandRegistry) pump(ctx context.Context, e *cmdEntry, x engine.Exec, 
 	default:
 		r.finish(e, CommandFinished, code, "")
 	}
+}
+
+// sandboxGone reports whether e's sandbox is no longer running.
+func (r *commandRegistry) sandboxGone(ctx context.Context, e *cmdEntry) bool {
+	c, err := r.m.engine.Inspect(ctx, e.cmd.SandboxID)
+	return errors.Is(err, ErrNotFound) || (err == nil && stateOf(c.State) != StateRunning)
 }
 
 // startFailure recognises the output of a program that could not be

@@ -3,6 +3,7 @@ package opensbx
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,5 +70,60 @@ func TestEngineOutage(t *testing.T) {
 	case <-stopped: // the expiry's stop reached the subscribers
 	case <-time.After(10 * time.Second):
 		t.Fatal("no stop event after the outage")
+	}
+}
+
+// TestDeleteRaces deletes sandboxes while commands, file calls and stats
+// run on them: every call either works or fails with ErrNotFound or
+// ErrConflict (404 or 409 over HTTP), never with an error of no kind (a
+// 500). The load command found the engine's plain answers to such races.
+func TestDeleteRaces(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	m, _ := newTestManager(t)
+	for round := 0; round < 4; round++ {
+		sb := newBusybox(t, m, CreateOptions{})
+		var wg sync.WaitGroup
+		errs := make(chan error, 1000)
+		stop := make(chan struct{})
+		calls := []func() error{
+			func() error { _, err := m.Run(ctx, sb.ID, ExecOptions{Command: "true"}); return err },
+			func() error { return m.WriteFile(ctx, sb.ID, "/tmp/f", []byte("x"), 0) },
+			func() error { _, _, err := m.ReadFile(ctx, sb.ID, "/etc/passwd"); return err },
+			func() error { _, err := m.ListDir(ctx, sb.ID, "/tmp"); return err },
+			func() error { _, err := m.Stats(ctx, sb.ID); return err },
+		}
+		for _, call := range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := call(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(50+round*50) * time.Millisecond)
+		is.NoErr(m.Delete(ctx, sb.ID))
+		close(stop)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			var ee *ExitError
+			if errors.As(err, &ee) {
+				continue // a command the deletion ended
+			}
+			if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
+				t.Errorf("a call racing a delete: %v (no kind: a 500 over HTTP)", err)
+			}
+		}
 	}
 }

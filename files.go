@@ -161,7 +161,7 @@ func (m *Manager) filePathError(ctx context.Context, id, p string, err error) er
 	if parent, ok := m.fileNonDirParent(ctx, id, p); ok {
 		return sbxerr.NotFound("no such file or directory: %q (%q is not a directory)", p, parent)
 	}
-	return err
+	return m.raced(ctx, id, err)
 }
 
 // fileNonDirParent returns the nearest existing parent of p when it is not a

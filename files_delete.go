@@ -47,7 +47,7 @@ func (m *Manager) DeleteFile(ctx context.Context, sandboxID, path string) error 
 	}
 	res, err := m.fileExec(ctx, c.ID, []string{"rm", "-rf", "--", p})
 	if err != nil {
-		return fmt.Errorf("delete file %q: %w", p, err)
+		return fmt.Errorf("delete file %q: %w", p, m.raced(ctx, c.ID, err))
 	}
 	switch {
 	case missingTool(res):

@@ -24,7 +24,7 @@ func FuzzResolve(f *testing.F) {
 	}
 	clk := clock.NewFake(time.Now())
 	fe := newFakeEngine(clk)
-	m, err := New(context.Background(), withEngine(fe), withClock(clk), WithNamespace("fuzz"))
+	m, err := New(context.Background(), withEngine(fe), withClock(clk), WithAgent(false), WithNamespace("fuzz"))
 	if err != nil {
 		f.Fatal(err)
 	}

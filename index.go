@@ -201,6 +201,34 @@ func (x *sandboxIndex) resolve(ctx context.Context, ref string) (string, error) 
 	return id, err
 }
 
+// raced explains an engine error that carries no kind, from a call on
+// sandbox id made after the sandbox was looked up: when the sandbox is gone
+// meanwhile (a racing Delete) it is ErrNotFound, when it stopped or is
+// being removed ErrConflict, and otherwise the error as it is. The engine
+// answers such races with plain server errors ("unable to upgrade to tcp",
+// "error processing tar file"), which would otherwise be a 500.
+func (m *Manager) raced(ctx context.Context, id string, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	for _, kind := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrTooLarge, ErrUnavailable, ErrUnsupported, ErrClosed, ErrRateLimited} {
+		if errors.Is(err, kind) {
+			return err
+		}
+	}
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	c, ierr := m.engine.Inspect(cctx, id)
+	switch {
+	case errors.Is(ierr, ErrNotFound):
+		m.index.drop(id)
+		return sbxerr.Wrap(ErrNotFound, fmt.Errorf("sandbox %s was deleted meanwhile: %w", shortID(id), err))
+	case ierr == nil && (stateOf(c.State) != StateRunning):
+		return sbxerr.Wrap(ErrConflict, fmt.Errorf("sandbox %s is %s: %w", shortID(id), stateOf(c.State), err))
+	}
+	return err
+}
+
 // resolveName is resolve for a sandbox name only (no id or prefix).
 func (x *sandboxIndex) resolveName(ctx context.Context, name string) (string, error) {
 	if id, ok := x.byNameID(name); ok {

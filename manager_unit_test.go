@@ -38,7 +38,7 @@ func newFakeEngine(clk *clock.Fake) *enginefake.Engine {
 // newFakeManager returns a Manager on fe keeping time by clk.
 func newFakeManager(t *testing.T, fe *enginefake.Engine, clk *clock.Fake, opts ...Option) *Manager {
 	t.Helper()
-	all := append([]Option{withEngine(fe), withClock(clk), WithNamespace("unit")}, opts...)
+	all := append([]Option{withEngine(fe), withClock(clk), WithAgent(false), WithNamespace("unit")}, opts...)
 	m, err := New(context.Background(), all...)
 	if err != nil {
 		t.Fatalf("new manager: %v", err)
@@ -406,7 +406,7 @@ func TestUnitRestartKeepsDeadlines(t *testing.T) {
 	dir := t.TempDir()
 	clk := clock.NewFake(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	fe := newFakeEngine(clk)
-	m1, err := New(ctx, withEngine(fe), withClock(clk), WithNamespace("unit"), WithStateDir(dir))
+	m1, err := New(ctx, withEngine(fe), withClock(clk), WithAgent(false), WithNamespace("unit"), WithStateDir(dir))
 	is.NoErr(err)
 	res, err := m1.Create(ctx, CreateOptions{Image: fakeImage, TTL: time.Minute})
 	is.NoErr(err)
@@ -434,7 +434,7 @@ func TestUnitErrors(t *testing.T) {
 	fe := newFakeEngine(clk)
 
 	fe.SetDown(true)
-	_, err := New(ctx, withEngine(fe), withClock(clk))
+	_, err := New(ctx, withEngine(fe), withClock(clk), WithAgent(false))
 	is.True(errors.Is(err, ErrUnavailable)) // no engine
 	fe.SetDown(false)
 

@@ -149,7 +149,7 @@ func TestUnitPoolCloseAndRestart(t *testing.T) {
 	clk := clock.NewFake(time.Now())
 	fe := newFakeEngine(clk)
 	tmpl := PoolTemplate{Image: fakeImage, Size: 2}
-	m1, err := New(ctx, withEngine(fe), withClock(clk), WithNamespace("unit"), WithPool(tmpl))
+	m1, err := New(ctx, withEngine(fe), withClock(clk), WithAgent(false), WithNamespace("unit"), WithPool(tmpl))
 	is.NoErr(err)
 	waitReady(t, m1, 2)
 	adopted, err := m1.Create(ctx, CreateOptions{Image: fakeImage})
@@ -163,7 +163,7 @@ func TestUnitPoolCloseAndRestart(t *testing.T) {
 
 	// A Manager killed without Close leaves ready sandboxes; the next one on
 	// the namespace takes them over.
-	m2, err := New(ctx, withEngine(fe), withClock(clk), WithNamespace("unit"), WithPool(tmpl))
+	m2, err := New(ctx, withEngine(fe), withClock(clk), WithAgent(false), WithNamespace("unit"), WithPool(tmpl))
 	is.NoErr(err)
 	waitReady(t, m2, 2)
 	m2.pool.mu.Lock()
@@ -213,16 +213,16 @@ func TestUnitPoolOptions(t *testing.T) {
 		"huge size": WithPool(PoolTemplate{Image: fakeImage, Size: maxPoolSize + 1}),
 		"max 0":     WithPoolMax(0),
 	} {
-		_, err := New(context.Background(), withEngine(enginefake.New(nil)), opt)
+		_, err := New(context.Background(), withEngine(enginefake.New(nil)), WithAgent(false), opt)
 		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: want ErrInvalid, got %v", name, err)
 		}
 	}
-	_, err := New(context.Background(), withEngine(enginefake.New(nil)), WithPool(PoolTemplate{Image: "Bad Ref", Size: 1}))
+	_, err := New(context.Background(), withEngine(enginefake.New(nil)), WithAgent(false), WithPool(PoolTemplate{Image: "Bad Ref", Size: 1}))
 	if !errors.Is(err, ErrInvalid) {
 		t.Errorf("bad image: want ErrInvalid, got %v", err)
 	}
-	_, err = New(context.Background(), withEngine(enginefake.New(nil)), WithPool(PoolTemplate{Image: fakeImage, Size: 1}, PoolTemplate{Image: fakeImage, Size: 2}))
+	_, err = New(context.Background(), withEngine(enginefake.New(nil)), WithAgent(false), WithPool(PoolTemplate{Image: fakeImage, Size: 1}, PoolTemplate{Image: fakeImage, Size: 2}))
 	if !errors.Is(err, ErrInvalid) {
 		t.Errorf("duplicate template: want ErrInvalid, got %v", err)
 	}

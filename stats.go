@@ -124,7 +124,7 @@ func (m *Manager) oneShot(ctx context.Context, id string) (engine.StatsSample, e
 	case errors.Is(err, io.EOF), err == nil && out.Read.IsZero():
 		return out, fmt.Errorf("stats: %w", sbxerr.Conflict("sandbox %s is not running", shortID(id)))
 	case err != nil:
-		return out, fmt.Errorf("stats: %w", err)
+		return out, fmt.Errorf("stats: %w", m.raced(ctx, id, err))
 	}
 	return out, nil
 }
@@ -162,7 +162,7 @@ func (m *Manager) StatsStream(ctx context.Context, id string, fn func(Stats) err
 	case err == nil, errors.Is(err, io.EOF):
 		return fmt.Errorf("stats: %w", sbxerr.Conflict("sandbox %s stopped", shortID(c.ID)))
 	}
-	return fmt.Errorf("stats: %w", err)
+	return fmt.Errorf("stats: %w", m.raced(ctx, c.ID, err))
 }
 
 // statsFrom computes a sample the way the docker CLI does.
