@@ -193,7 +193,7 @@ func (l *loader) finish(c *client, k kind, sb *sandbox, a answer, want int, chec
 	o := outcome{cat: cat, status: status}
 	var f failure
 	if cat != catOK && cat != catCancelled && cat != catExpected {
-		f = failure{Op: k.String(), Method: a.method, Path: a.path, Status: status, InStream: inStream,
+		f = failure{Op: k.String(), Method: a.method, Path: a.path, Status: status, InStream: inStream, Racing: racing,
 			RequestID: a.reqID, when: time.Now()}
 		switch {
 		case a.err != nil:

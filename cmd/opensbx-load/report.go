@@ -300,6 +300,9 @@ func listFailures(b *strings.Builder, title string, fs []failure) {
 				b.WriteString(" (error record in the stream)")
 			}
 		}
+		if f.Racing {
+			b.WriteString(" while its delete ran")
+		}
 		fmt.Fprintf(b, " request %s\n", f.RequestID)
 		if f.Body != "" {
 			fmt.Fprintf(b, "      body: %s\n", strings.TrimSpace(f.Body))

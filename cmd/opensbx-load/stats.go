@@ -125,8 +125,9 @@ type failure struct {
 	Method    string  `json:"method"`
 	Path      string  `json:"path"`
 	Status    int     `json:"status,omitempty"`
-	InStream  bool    `json:"in_stream,omitempty"` // an error record after a 200
-	Body      string  `json:"body,omitempty"`      // the answer, cut at maxListedBody
+	InStream  bool    `json:"in_stream,omitempty"`     // an error record after a 200
+	Racing    bool    `json:"racing_delete,omitempty"` // the sandbox's delete had begun when it answered
+	Body      string  `json:"body,omitempty"`          // the answer, cut at maxListedBody
 	Detail    string  `json:"detail,omitempty"`
 	RequestID string  `json:"request_id"`
 	At        float64 `json:"at_s"` // seconds since the load began (negative: in the warm-up)
