@@ -58,12 +58,11 @@ type loader struct {
 	start    time.Time // the load phase's, after the warm-up
 	deadline time.Time
 
-	interrupted atomic.Bool // the run was told to stop (Ctrl-C, SIGTERM)
-	seq         atomic.Uint64
-	begun       [numActions]atomic.Int64
-	requests    atomic.Int64
-	serverErrs  atomic.Int64
-	otherErrs   atomic.Int64
+	seq        atomic.Uint64
+	begun      [numActions]atomic.Int64
+	requests   atomic.Int64
+	serverErrs atomic.Int64
+	otherErrs  atomic.Int64
 }
 
 // newHTTPClient is a client for clients concurrent requests to one host:
@@ -173,9 +172,10 @@ func newClient(n int, id string) *client {
 }
 
 // finish checks and counts one answer: want is the status of success,
-// check (when the status is want) looks at the content. It returns the
+// check (when the status is want) looks at the content. A transport error
+// once ctx (the run's) has ended is the interrupt's doing. It returns the
 // category the request was counted in.
-func (l *loader) finish(c *client, k kind, sb *sandbox, a answer, want int, check func() error) category {
+func (l *loader) finish(ctx context.Context, c *client, k kind, sb *sandbox, a answer, want int, check func() error) category {
 	var wrong error
 	status := a.status
 	inStream := false
@@ -189,7 +189,7 @@ func (l *loader) finish(c *client, k kind, sb *sandbox, a answer, want int, chec
 		wrong = fmt.Errorf("status %d, want %d", status, want)
 	}
 	racing := sb != nil && k != kDelete && sb.deleting.Load()
-	cat := classify(status, a.err, wrong, racing, l.interrupted.Load())
+	cat := classify(status, a.err, wrong, racing, ctx.Err() != nil)
 	o := outcome{cat: cat, status: status}
 	var f failure
 	if cat != catOK && cat != catCancelled && cat != catExpected {
@@ -338,7 +338,7 @@ func (l *loader) create(ctx context.Context, c *client, sb *sandbox) category {
 	body := mustJSON(map[string]any{"image": l.cfg.image, "name": sb.name, "timeout": ttl})
 	a := l.send(ctx, http.MethodPost, "/v1/sandboxes", body, "application/json", "", maxAnswer)
 	var v struct{ ID, Name string }
-	cat := l.finish(c, kCreate, nil, a, http.StatusCreated, func() error {
+	cat := l.finish(ctx, c, kCreate, nil, a, http.StatusCreated, func() error {
 		if err := decodeJSON(a.body, &v); err != nil {
 			return err
 		}
@@ -357,14 +357,14 @@ func (l *loader) create(ctx context.Context, c *client, sb *sandbox) category {
 
 func (l *loader) delete(ctx context.Context, c *client, sb *sandbox) {
 	a := l.send(ctx, http.MethodDelete, "/v1/sandboxes/"+sb.id, nil, "", "", maxAnswer)
-	if l.finish(c, kDelete, sb, a, http.StatusNoContent, nil) == catOK {
+	if l.finish(ctx, c, kDelete, sb, a, http.StatusNoContent, nil) == catOK {
 		l.live.deleted(sb)
 	}
 }
 
 func (l *loader) get(ctx context.Context, c *client, sb *sandbox) {
 	a := l.send(ctx, http.MethodGet, "/v1/sandboxes/"+sb.id, nil, "", "", maxAnswer)
-	l.finish(c, kGet, sb, a, http.StatusOK, func() error {
+	l.finish(ctx, c, kGet, sb, a, http.StatusOK, func() error {
 		var v struct {
 			ID, Name string
 			Running  bool
@@ -381,7 +381,7 @@ func (l *loader) get(ctx context.Context, c *client, sb *sandbox) {
 
 func (l *loader) list(ctx context.Context, c *client) {
 	a := l.send(ctx, http.MethodGet, "/v1/sandboxes", nil, "", "", maxAnswer)
-	l.finish(c, kList, nil, a, http.StatusOK, func() error {
+	l.finish(ctx, c, kList, nil, a, http.StatusOK, func() error {
 		var v struct {
 			Sandboxes []struct{ ID, Name string }
 		}
@@ -402,7 +402,7 @@ func (l *loader) list(ctx context.Context, c *client) {
 
 func (l *loader) stats(ctx context.Context, c *client, sb *sandbox) {
 	a := l.send(ctx, http.MethodGet, "/v1/sandboxes/"+sb.id+"/stats", nil, "", "", maxAnswer)
-	l.finish(c, kStats, sb, a, http.StatusOK, func() error {
+	l.finish(ctx, c, kStats, sb, a, http.StatusOK, func() error {
 		var v struct {
 			CPU    *float64 `json:"cpu_percent"`
 			Memory *struct {
@@ -467,7 +467,7 @@ func (l *loader) exec(ctx context.Context, c *client, sb *sandbox) {
 	a := l.send(ctx, http.MethodPost, path+"?wait=true", mustJSON(map[string]any{"command": "echo", "args": []string{"hi"}}),
 		"application/json", "", maxAnswer)
 	var cmdID string
-	cat := l.finish(c, kExec, sb, a, http.StatusOK, func() error {
+	cat := l.finish(ctx, c, kExec, sb, a, http.StatusOK, func() error {
 		last, err := lastCommand(a)
 		if err != nil {
 			return err
@@ -482,7 +482,7 @@ func (l *loader) exec(ctx context.Context, c *client, sb *sandbox) {
 		return
 	}
 	a = l.send(ctx, http.MethodGet, path+"/"+cmdID+"/logs", nil, "", "", maxAnswer)
-	l.finish(c, kLogs, sb, a, http.StatusOK, func() error {
+	l.finish(ctx, c, kLogs, sb, a, http.StatusOK, func() error {
 		var v struct {
 			Stdout, Stderr, Encoding string
 			ExitCode                 *int `json:"exit_code"`
@@ -564,7 +564,7 @@ func (l *loader) stream(ctx context.Context, c *client, sb *sandbox) {
 	a := l.send(ctx, http.MethodPost, path, mustJSON(map[string]any{"command": "sh", "args": []string{"-c", streamCmd}}),
 		"application/json", "", maxAnswer)
 	var cmdID string
-	cat := l.finish(c, kCmd, sb, a, http.StatusOK, func() error {
+	cat := l.finish(ctx, c, kCmd, sb, a, http.StatusOK, func() error {
 		var rec commandRecord
 		if err := decodeJSON(a.body, &rec); err != nil {
 			return err
@@ -579,7 +579,7 @@ func (l *loader) stream(ctx context.Context, c *client, sb *sandbox) {
 		return
 	}
 	a = l.send(ctx, http.MethodGet, path+"/"+cmdID+"/logs?stream=true", nil, "", "", maxAnswer)
-	l.finish(c, kStream, sb, a, http.StatusOK, func() error {
+	l.finish(ctx, c, kStream, sb, a, http.StatusOK, func() error {
 		stdout, stderr, exit, err := followLog(a)
 		if err != nil {
 			return err
@@ -597,12 +597,12 @@ func (l *loader) file(ctx context.Context, c *client, sb *sandbox) {
 	content := fmt.Sprintf("opensbx-load client %d write %d %016x\n", c.n, c.writes, c.rng.Uint64())
 	q := "/v1/sandboxes/" + sb.id + "/files?path=" + url.QueryEscape(c.small)
 	a := l.send(ctx, http.MethodPut, q, mustJSON(map[string]string{"content": content}), "application/json", "", maxAnswer)
-	cat := l.finish(c, kWrite, sb, a, http.StatusOK, func() error { return checkWritten(a.body, c.small) })
+	cat := l.finish(ctx, c, kWrite, sb, a, http.StatusOK, func() error { return checkWritten(a.body, c.small) })
 	if cat != catOK {
 		return
 	}
 	a = l.send(ctx, http.MethodGet, q, nil, "", "", maxAnswer)
-	l.finish(c, kRead, sb, a, http.StatusOK, func() error {
+	l.finish(ctx, c, kRead, sb, a, http.StatusOK, func() error {
 		var v struct{ Path, Content, Encoding string }
 		if err := decodeJSON(a.body, &v); err != nil {
 			return err
@@ -623,12 +623,12 @@ func (l *loader) file64(ctx context.Context, c *client, sb *sandbox) {
 	}
 	q := "/v1/sandboxes/" + sb.id + "/files?path=" + url.QueryEscape(c.big)
 	a := l.send(ctx, http.MethodPut, q, c.data, "application/octet-stream", "", maxAnswer)
-	cat := l.finish(c, kWrite64, sb, a, http.StatusOK, func() error { return checkWritten(a.body, c.big) })
+	cat := l.finish(ctx, c, kWrite64, sb, a, http.StatusOK, func() error { return checkWritten(a.body, c.big) })
 	if cat != catOK {
 		return
 	}
 	a = l.send(ctx, http.MethodGet, q, nil, "", "application/octet-stream", bigFile)
-	l.finish(c, kRead64, sb, a, http.StatusOK, func() error {
+	l.finish(ctx, c, kRead64, sb, a, http.StatusOK, func() error {
 		if !bytes.Equal(a.body, c.data) {
 			return fmt.Errorf("read %d bytes, not the %d written (first difference at %d)", len(a.body), len(c.data), firstDiff(a.body, c.data))
 		}

@@ -25,6 +25,7 @@ type target struct {
 // for leaks. It returns a nil report when the run never began (the server
 // did not start, or failed the preflight checks), with nothing left behind.
 func runLoad(ctx context.Context, cfg config, progress io.Writer) (*report, error) {
+	progress = &lockedWriter{w: progress}
 	loadBefore := loadAvg()
 	t := target{url: cfg.url, key: cfg.key, namespace: cfg.namespace, pid: cfg.pid}
 	if cfg.url == "" {
@@ -48,8 +49,6 @@ func runLoad(ctx context.Context, cfg config, progress io.Writer) (*report, erro
 
 	rep := newReport(cfg, t)
 	rep.LoadAvg.Before = loadBefore
-	stopWatch := context.AfterFunc(ctx, func() { l.interrupted.Store(true) })
-	defer stopWatch()
 
 	smp := &sampler{l: l, pid: t.pid, progress: progress, origin: time.Now()}
 	rep.Run.Started = smp.origin.UTC().Format(time.RFC3339)
@@ -71,6 +70,7 @@ func runLoad(ctx context.Context, cfg config, progress io.Writer) (*report, erro
 	fmt.Fprintf(progress, "load: %d clients for %v on up to %d sandboxes\n", cfg.clients, cfg.duration, cfg.sandboxes)
 	rec := l.runClients(ctx, cfg.clients)
 	loadEnd := time.Now()
+	rep.Interrupted = ctx.Err() != nil
 	rec.mergeErrors(warm)
 	close(stopSampling)
 	wg.Wait()
@@ -106,7 +106,6 @@ func runLoad(ctx context.Context, cfg config, progress io.Writer) (*report, erro
 	}
 	rep.Sandboxes.Created, rep.Sandboxes.Deleted = l.live.tally()
 	rep.LoadAvg.After = loadAvg()
-	rep.Interrupted = l.interrupted.Load()
 	rep.judge(cfg)
 	return rep, nil
 }
@@ -149,6 +148,19 @@ func loadAvg() [3]float64 {
 		fmt.Sscan(string(b), &v[0], &v[1], &v[2])
 	}
 	return v
+}
+
+// lockedWriter serialises writes: progress comes from the sampler and
+// from the run itself.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }
 
 // sampler takes the server's memory samples and prints progress.

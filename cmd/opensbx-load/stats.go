@@ -65,7 +65,7 @@ type outcome struct {
 func classify(status int, err error, wrong error, deleting, interrupted bool) category {
 	switch {
 	case err != nil:
-		if interrupted && errors.Is(err, context.Canceled) {
+		if interrupted {
 			return catCancelled
 		}
 		var ne net.Error
