@@ -192,7 +192,7 @@ func (l *loader) finish(ctx context.Context, c *client, k kind, sb *sandbox, a a
 	cat := classify(status, a.err, wrong, racing, ctx.Err() != nil)
 	o := outcome{cat: cat, status: status}
 	var f failure
-	if cat != catOK && cat != catCancelled && cat != catExpected {
+	if cat != catOK && cat != catCancelled {
 		f = failure{Op: k.String(), Method: a.method, Path: a.path, Status: status, InStream: inStream, Racing: racing,
 			RequestID: a.reqID, when: time.Now()}
 		switch {

@@ -31,7 +31,34 @@ func readProc(pid int) (procSample, error) {
 	if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
 		s.FDs = len(fds)
 	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s.CPU, _ = parseStat(b)
+	}
 	return s, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// parseStat reads the CPU seconds (user plus system) of a /proc/<pid>/stat.
+func parseStat(b []byte) (float64, error) {
+	// The command name, field 2, is in parentheses and may hold spaces:
+	// the fields after the last ')' start at field 3 (state).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("no command name")
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%d fields after the command name, want 13 or more", len(f))
+	}
+	utime, err1 := strconv.ParseUint(string(f[11]), 10, 64) // field 14
+	stime, err2 := strconv.ParseUint(string(f[12]), 10, 64) // field 15
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("utime %q stime %q", f[11], f[12])
+	}
+	return float64(utime+stime) / clockTicks, nil
 }
 
 // parseStatus reads VmRSS, VmHWM (kB) and Threads from a /proc/<pid>/status.

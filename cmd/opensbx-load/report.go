@@ -63,6 +63,7 @@ type report struct {
 		ClientSamples   []failure      `json:"client_samples,omitempty"`
 		Unexpected4xxOf []failure      `json:"unexpected_4xx_samples,omitempty"`
 		WrongSamples    []failure      `json:"wrong_samples,omitempty"`
+		ExpectedOf      []failure      `json:"expected_samples,omitempty"`
 	} `json:"errors"`
 
 	// Warmup is the creates of -min-sandboxes before the load phase: not
@@ -101,13 +102,14 @@ type memSample struct {
 	Label    string  `json:"label"` // start, 10s, 20s, ..., end, after cleanup
 	At       float64 `json:"at_s"`  // seconds since the load phase began
 	when     time.Time
-	RSS      int64  `json:"rss_bytes"`
-	Peak     int64  `json:"peak_rss_bytes"`
-	Threads  int    `json:"threads"`
-	FDs      int    `json:"fds"`
-	Live     int    `json:"live_sandboxes"`
-	Requests int64  `json:"requests"` // counted so far
-	Error    string `json:"error,omitempty"`
+	RSS      int64   `json:"rss_bytes"`
+	Peak     int64   `json:"peak_rss_bytes"`
+	Threads  int     `json:"threads"`
+	FDs      int     `json:"fds"`
+	CPU      float64 `json:"cpu_s"` // CPU seconds the server used so far
+	Live     int     `json:"live_sandboxes"`
+	Requests int64   `json:"requests"` // counted so far
+	Error    string  `json:"error,omitempty"`
 }
 
 func newReport(cfg config, t target) *report {
@@ -148,13 +150,16 @@ func (r *report) addLoad(l *loader, rec *recorder, end time.Time) {
 	e.Server5xx, e.Wrong, e.Cancelled = rec.counts[catServer], rec.counts[catWrong], rec.counts[catCancelled]
 	e.Server = rec.server
 	e.ClientSamples = append(append([]failure(nil), rec.samples[catTimeout]...), rec.samples[catConn]...)
-	e.Unexpected4xxOf, e.WrongSamples = rec.samples[catUnexpected4], rec.samples[catWrong]
-	for _, s := range [][]failure{e.Server, e.ClientSamples, e.Unexpected4xxOf, e.WrongSamples} {
+	e.Unexpected4xxOf, e.WrongSamples, e.ExpectedOf = rec.samples[catUnexpected4], rec.samples[catWrong], rec.samples[catExpected]
+	for _, s := range [][]failure{e.Server, e.ClientSamples, e.Unexpected4xxOf, e.WrongSamples, e.ExpectedOf} {
 		for i := range s {
 			s[i].At = s[i].when.Sub(l.start).Seconds()
 		}
 		slices.SortFunc(s, func(a, b failure) int { return a.when.Compare(b.when) })
 	}
+	first := func(s []failure) []failure { return s[:min(len(s), maxSamples)] }
+	e.Server = e.Server[:min(len(e.Server), maxServer)]
+	e.ClientSamples, e.Unexpected4xxOf, e.WrongSamples, e.ExpectedOf = first(e.ClientSamples), first(e.Unexpected4xxOf), first(e.WrongSamples), first(e.ExpectedOf)
 	_, r.Sandboxes.MaxLive = l.live.counts()
 }
 
@@ -239,20 +244,26 @@ func (r *report) write(w io.Writer, asJSON bool) error {
 	if e.Cancelled > 0 {
 		p("  cancelled by the interrupt (not counted): %d\n", e.Cancelled)
 	}
-	listFailures(&b, "5xx", e.Server)
+	title := "5xx"
+	if len(e.Server) < e.Server5xx {
+		title = fmt.Sprintf("5xx (%d of them listed)", len(e.Server))
+	}
+	listFailures(&b, title, e.Server)
 	listFailures(&b, "unexpected 4xx (first ones)", e.Unexpected4xxOf)
 	listFailures(&b, "wrong answers (first ones)", e.WrongSamples)
 	listFailures(&b, "client-side errors (first ones)", e.ClientSamples)
+	listFailures(&b, "expected (first ones)", e.ExpectedOf)
 
 	p("\nserver memory\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "  sample\tat\tRSS\tpeak RSS\tthreads\tfds\tlive sandboxes\trequests\t")
+	fmt.Fprintln(tw, "  sample\tat\tRSS\tpeak RSS\tthreads\tfds\tCPU\tlive sandboxes\trequests\t")
 	for _, m := range r.Memory {
 		if m.Error != "" {
-			fmt.Fprintf(tw, "  %s\t%.1fs\t?\t?\t?\t?\t%d\t%d\t%s\n", m.Label, m.At, m.Live, m.Requests, m.Error)
+			fmt.Fprintf(tw, "  %s\t%.1fs\t?\t?\t?\t?\t?\t%d\t%d\t%s\n", m.Label, m.At, m.Live, m.Requests, m.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "  %s\t%.1fs\t%s\t%s\t%d\t%d\t%d\t%d\t\n", m.Label, m.At, formatBytes(m.RSS), formatBytes(m.Peak), m.Threads, m.FDs, m.Live, m.Requests)
+		fmt.Fprintf(tw, "  %s\t%.1fs\t%s\t%s\t%d\t%d\t%.1fs\t%d\t%d\t\n", m.Label, m.At, formatBytes(m.RSS), formatBytes(m.Peak),
+			m.Threads, m.FDs, m.CPU, m.Live, m.Requests)
 	}
 	tw.Flush()
 

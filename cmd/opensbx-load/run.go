@@ -197,7 +197,7 @@ func (s *sampler) take(label string) {
 	} else if p, err := readProc(s.pid); err != nil {
 		m.Error = err.Error()
 	} else {
-		m.RSS, m.Peak, m.Threads, m.FDs = p.RSS, p.Peak, p.Threads, p.FDs
+		m.RSS, m.Peak, m.Threads, m.FDs, m.CPU = p.RSS, p.Peak, p.Threads, p.FDs, p.CPU
 	}
 	s.mu.Lock()
 	s.list = append(s.list, m)

@@ -31,7 +31,8 @@ type procSample struct {
 	RSS     int64 // resident memory, bytes
 	Peak    int64 // peak resident memory (VmHWM), bytes
 	Threads int
-	FDs     int // open file descriptors (0 when unreadable)
+	FDs     int     // open file descriptors (0 when unreadable)
+	CPU     float64 // CPU seconds used, user and system
 }
 
 // child is an opensbx server this command started, with a state

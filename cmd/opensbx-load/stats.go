@@ -137,8 +137,9 @@ type failure struct {
 
 const (
 	maxListedBody = 2 << 10
-	maxSamples    = 20 // listed client errors, unexpected 4xx and wrong answers per client
-	maxServer     = 1000
+	maxSamples    = 20   // listed client errors, unexpected 4xx, wrong and expected answers: the earliest
+	maxServer     = 1000 // listed 5xx: the earliest
+	maxKept       = 100  // failures of each category one client keeps for those lists
 )
 
 // recorder holds one client's figures; clients merge at the end.
@@ -179,12 +180,12 @@ func (r *recorder) add(k kind, o outcome, took time.Duration, f failure) {
 	case catUnexpected4:
 		r.unexp4[strconv.Itoa(o.status)]++
 	case catServer:
-		if len(r.server) < maxServer {
+		if len(r.server) < maxKept {
 			r.server = append(r.server, f)
 		}
 		return
 	}
-	if o.cat != catExpected && len(r.samples[o.cat]) < maxSamples {
+	if len(r.samples[o.cat]) < maxKept {
 		r.samples[o.cat] = append(r.samples[o.cat], f)
 	}
 }
@@ -215,15 +216,9 @@ func (r *recorder) mergeErrors(o *recorder) {
 	for c, n := range o.unexp4 {
 		r.unexp4[c] += n
 	}
-	r.server = append(r.server, o.server...)
-	if len(r.server) > maxServer {
-		r.server = r.server[:maxServer]
-	}
+	r.server = append(r.server, o.server...) // the report keeps the earliest maxServer
 	for c, fs := range o.samples {
-		r.samples[c] = append(r.samples[c], fs...)
-		if len(r.samples[c]) > maxSamples {
-			r.samples[c] = r.samples[c][:maxSamples]
-		}
+		r.samples[c] = append(r.samples[c], fs...) // the report keeps the earliest maxSamples
 	}
 }
 
