@@ -36,8 +36,8 @@ const (
 
 // weights is the mix: the chance of an action is its weight over the
 // sum. An action that cannot run (create at -sandboxes, delete at
-// -min-sandboxes, anything on a sandbox while none is live) is drawn
-// again.
+// -min-sandboxes) is drawn again; while no sandbox is live, a client
+// drawing an action on one waits instead.
 var weights = [numActions]int{aCreate: 4, aDelete: 4, aExec: 16, aStream: 8, aFile: 12, aFile64: 8, aStats: 8, aList: 6, aGet: 14}
 
 const (
@@ -90,6 +90,7 @@ type answer struct {
 	status       int
 	header       http.Header
 	body         []byte
+	overflow     bool  // the answer was longer than the limit: body holds its start
 	err          error // transport or body read; wraps the context's error when it ended the request
 	took         time.Duration
 	reqID        string
@@ -127,9 +128,8 @@ func (l *loader) send(ctx context.Context, method, path string, body []byte, con
 		a.status, a.header = res.StatusCode, res.Header
 		a.body, err = io.ReadAll(io.LimitReader(res.Body, limit+1))
 		res.Body.Close()
-		if err == nil && int64(len(a.body)) > limit {
-			err = fmt.Errorf("answer over %d bytes", limit)
-			a.status = 0
+		if int64(len(a.body)) > limit {
+			a.body, a.overflow = a.body[:limit], true
 		}
 	}
 	a.took = time.Since(start)
@@ -179,13 +179,17 @@ func (l *loader) finish(ctx context.Context, c *client, k kind, sb *sandbox, a a
 	var wrong error
 	status := a.status
 	inStream := false
-	if a.err == nil && status == want && check != nil {
+	switch {
+	case a.err != nil:
+	case a.overflow:
+		wrong = fmt.Errorf("answer longer than %d bytes", len(a.body))
+	case status == want && check != nil:
 		wrong = check()
 		var se *streamError
 		if errors.As(wrong, &se) {
 			status, inStream, wrong = codeStatus(se.Code), true, nil
 		}
-	} else if a.err == nil && status < 400 && status != want {
+	case status < 400 && status != want:
 		wrong = fmt.Errorf("status %d, want %d", status, want)
 	}
 	racing := sb != nil && k != kDelete && sb.deleting.Load()

@@ -83,6 +83,7 @@ func runLoad(ctx context.Context, cfg config, progress io.Writer) (*report, erro
 	defer cancel()
 	fmt.Fprintln(progress, "cleanup: deleting the run's sandboxes")
 	rep.Leaks = cleanupAPI(cctx, l, t.child != nil)
+	l.hc.CloseIdleConnections()
 	smp.take("after cleanup")
 	rep.Memory = smp.samples()
 	for i := range rep.Memory {
