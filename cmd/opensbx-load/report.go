@@ -88,13 +88,14 @@ type report struct {
 
 // opRow is one kind of request's figures.
 type opRow struct {
-	Name   string  `json:"name"`
-	OK     int     `json:"ok"`
-	Errors int     `json:"errors"` // expected ones included
-	OpsSec float64 `json:"ops_per_s"`
-	P50    float64 `json:"p50_ms"`
-	P99    float64 `json:"p99_ms"`
-	Max    float64 `json:"max_ms"`
+	Name     string  `json:"name"`
+	OK       int     `json:"ok"`
+	Errors   int     `json:"errors"`   // client-side, unexpected 4xx, wrong answers, 5xx
+	Expected int     `json:"expected"` // 404, 409 and wrong answers racing a delete
+	OpsSec   float64 `json:"ops_per_s"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
 }
 
 // memSample is one look at the server.
@@ -136,14 +137,15 @@ func (r *report) addLoad(l *loader, rec *recorder, end time.Time) {
 	var all []time.Duration
 	for k := range numKinds {
 		p50, p99, mx := latency(rec.lat[k])
-		r.Ops = append(r.Ops, opRow{Name: k.String(), OK: rec.ok[k], Errors: rec.errs[k], OpsSec: float64(rec.ok[k]) / secs,
+		r.Ops = append(r.Ops, opRow{Name: k.String(), OK: rec.ok[k], Errors: rec.errs[k], Expected: rec.expected[k], OpsSec: float64(rec.ok[k]) / secs,
 			P50: ms(p50), P99: ms(p99), Max: ms(mx)})
 		r.Total.OK += rec.ok[k]
 		r.Total.Errors += rec.errs[k]
+		r.Total.Expected += rec.expected[k]
 		all = append(all, rec.lat[k]...)
 	}
 	p50, p99, mx := latency(all)
-	r.Total = opRow{Name: "total", OK: r.Total.OK, Errors: r.Total.Errors, OpsSec: float64(r.Total.OK) / secs, P50: ms(p50), P99: ms(p99), Max: ms(mx)}
+	r.Total = opRow{Name: "total", OK: r.Total.OK, Errors: r.Total.Errors, Expected: r.Total.Expected, OpsSec: float64(r.Total.OK) / secs, P50: ms(p50), P99: ms(p99), Max: ms(mx)}
 	e := &r.Errors
 	e.ClientTimeouts, e.ClientConn = rec.counts[catTimeout], rec.counts[catConn]
 	e.Expected, e.Unexpected4xx = rec.byCode, rec.unexp4
@@ -158,13 +160,20 @@ func (r *report) addLoad(l *loader, rec *recorder, end time.Time) {
 		slices.SortFunc(s, func(a, b failure) int { return a.when.Compare(b.when) })
 	}
 	first := func(s []failure) []failure { return s[:min(len(s), maxSamples)] }
-	e.Server = e.Server[:min(len(e.Server), maxServer)]
+	e.Server = append([]failure{}, e.Server[:min(len(e.Server), maxServer)]...) // [] in JSON when none
 	e.ClientSamples, e.Unexpected4xxOf, e.WrongSamples, e.ExpectedOf = first(e.ClientSamples), first(e.Unexpected4xxOf), first(e.WrongSamples), first(e.ExpectedOf)
 	_, r.Sandboxes.MaxLive = l.live.counts()
 }
 
 // judge lists the problems that make the exit code 1.
 func (r *report) judge(cfg config) {
+	r.Problems = []string{} // [] in JSON for a clean run
+	if r.Leaks.API == nil {
+		r.Leaks.API = []string{}
+	}
+	if r.Leaks.Docker == nil {
+		r.Leaks.Docker = []string{}
+	}
 	add := func(format string, args ...any) { r.Problems = append(r.Problems, fmt.Sprintf(format, args...)) }
 	if r.Interrupted {
 		add("interrupted before the end")
@@ -228,9 +237,9 @@ func (r *report) write(w io.Writer, asJSON bool) error {
 	p("  load phase %.1fs (the duration, then the actions in flight finish)\n\n", r.Load)
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "operation\tok\tops/s\tp50\tp99\tmax\terrors\t")
+	fmt.Fprintln(tw, "operation\tok\tops/s\tp50\tp99\tmax\terrors\texpected\t")
 	for _, o := range append(r.Ops, r.Total) {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\t%s\t%d\t\n", o.Name, o.OK, o.OpsSec, formatMS(o.P50), formatMS(o.P99), formatMS(o.Max), o.Errors)
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\t%s\t%d\t%d\t\n", o.Name, o.OK, o.OpsSec, formatMS(o.P50), formatMS(o.P99), formatMS(o.Max), o.Errors, o.Expected)
 	}
 	tw.Flush()
 

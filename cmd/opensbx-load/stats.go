@@ -144,14 +144,15 @@ const (
 
 // recorder holds one client's figures; clients merge at the end.
 type recorder struct {
-	ok      [numKinds]int
-	lat     [numKinds][]time.Duration // of the successful requests
-	errs    [numKinds]int             // everything not ok and not cancelled
-	counts  map[category]int
-	byCode  map[string]int // "404" etc. for catExpected ("wrong answer" too), status for catUnexpected4
-	unexp4  map[string]int
-	server  []failure // every 5xx, up to maxServer
-	samples map[category][]failure
+	ok       [numKinds]int
+	lat      [numKinds][]time.Duration // of the successful requests
+	errs     [numKinds]int             // errors, the expected ones apart
+	expected [numKinds]int             // 404, 409 and wrong answers racing a delete
+	counts   map[category]int
+	byCode   map[string]int // "404" etc. for catExpected ("wrong answer" too), status for catUnexpected4
+	unexp4   map[string]int
+	server   []failure // every 5xx, up to maxServer
+	samples  map[category][]failure
 }
 
 func newRecorder() *recorder {
@@ -169,7 +170,11 @@ func (r *recorder) add(k kind, o outcome, took time.Duration, f failure) {
 	case catCancelled:
 		return
 	}
-	r.errs[k]++
+	if o.cat == catExpected {
+		r.expected[k]++
+	} else {
+		r.errs[k]++
+	}
 	switch o.cat {
 	case catExpected:
 		key := "wrong answer"
@@ -204,6 +209,7 @@ func (r *recorder) merge(o *recorder) {
 func (r *recorder) mergeErrors(o *recorder) {
 	for k := range numKinds {
 		r.errs[k] += o.errs[k]
+		r.expected[k] += o.expected[k]
 	}
 	for c, n := range o.counts {
 		if c != catOK {
