@@ -35,9 +35,13 @@ type leaks struct {
 	APIChecked bool     `json:"api_checked"`
 	// Docker is every container of the run the engine still had after
 	// the server stopped ("id name").
-	Docker        []string `json:"docker"`
-	DockerChecked bool     `json:"docker_checked"`
-	DockerFilter  string   `json:"docker_filter,omitempty"`
+	Docker []string `json:"docker"`
+	// DockerBefore is how many containers the Docker check's filter saw
+	// before the cleanup (at least the live sandboxes, or the check is
+	// blind).
+	DockerBefore  int    `json:"docker_before_cleanup"`
+	DockerChecked bool   `json:"docker_checked"`
+	DockerFilter  string `json:"docker_filter,omitempty"`
 	// Removed is the leaks this command removed itself.
 	Removed []string `json:"removed,omitempty"`
 	// Errors is what went wrong in the cleanup or a check.
@@ -104,34 +108,82 @@ func cleanupAPI(ctx context.Context, l *loader, own bool) leaks {
 	return out
 }
 
-// checkDocker lists the containers labelled with namespace ns through the
-// Docker SDK: with own, every one is a leak; otherwise only those named
-// with the run's prefix. It force-removes the leaks it finds and touches
-// nothing else.
-func checkDocker(ctx context.Context, out *leaks, ns, namePrefix string, own bool) {
-	out.DockerFilter = labelNamespace + "=" + ns
-	if !own {
-		out.DockerFilter += ", " + labelName + "=" + namePrefix + "*"
-	}
+// dockerCheck is the leak check's view of the engine: the containers
+// labelled with namespace ns and, unless own (the namespace is the run's
+// alone), named with the run's prefix.
+type dockerCheck struct {
+	cli    *dockerclient.Client
+	ns     string
+	prefix string
+	own    bool
+}
+
+// newDockerCheck makes the Docker client (DOCKER_HOST and friends); it does
+// not contact the engine yet. The caller closes it.
+func newDockerCheck(ns, namePrefix string, own bool) (*dockerCheck, error) {
 	cli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
 	if err != nil {
-		out.Errors = append(out.Errors, "docker check: "+err.Error())
+		return nil, err
+	}
+	return &dockerCheck{cli: cli, ns: ns, prefix: namePrefix, own: own}, nil
+}
+
+func (d *dockerCheck) close() { d.cli.Close() }
+
+// filter says in a line which containers list returns.
+func (d *dockerCheck) filter() string {
+	f := labelNamespace + "=" + d.ns
+	if !d.own {
+		f += ", " + labelName + "=" + d.prefix + "*"
+	}
+	return f
+}
+
+// list returns the run's containers, stopped ones included.
+func (d *dockerCheck) list(ctx context.Context) ([]container.Summary, error) {
+	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelNamespace+"="+d.ns))})
+	if err != nil {
+		return nil, err
+	}
+	out := cs[:0]
+	for _, c := range cs {
+		if c.Labels[labelNamespace] == d.ns && (d.own || strings.HasPrefix(c.Labels[labelName], d.prefix)) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// probe runs before the cleanup, while live sandboxes of the run exist:
+// a filter that sees fewer containers than there are live sandboxes could
+// not see a leak either (the Manager's labels changed), which is an error.
+func (d *dockerCheck) probe(ctx context.Context, out *leaks, live int) {
+	cs, err := d.list(ctx)
+	if err != nil {
+		out.Errors = append(out.Errors, "docker check before the cleanup: "+err.Error())
 		return
 	}
-	defer cli.Close()
-	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelNamespace+"="+ns))})
+	out.DockerBefore = len(cs)
+	if len(cs) < live {
+		out.Errors = append(out.Errors, fmt.Sprintf("docker check: %s finds %d containers while %d sandboxes are live: it cannot see leaks",
+			d.filter(), len(cs), live))
+	}
+}
+
+// sweep lists the run's containers after the cleanup: each is a leak,
+// force-removed. It touches nothing else.
+func (d *dockerCheck) sweep(ctx context.Context, out *leaks) {
+	out.DockerFilter = d.filter()
+	cs, err := d.list(ctx)
 	if err != nil {
 		out.Errors = append(out.Errors, "docker check: "+err.Error())
 		return
 	}
 	out.DockerChecked = true
 	for _, c := range cs {
-		if c.Labels[labelNamespace] != ns || (!own && !strings.HasPrefix(c.Labels[labelName], namePrefix)) {
-			continue
-		}
 		desc := c.ID[:min(12, len(c.ID))] + " " + strings.Join(c.Names, ",")
 		out.Docker = append(out.Docker, desc)
-		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := d.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			out.Errors = append(out.Errors, "remove leaked container "+desc+": "+err.Error())
 		} else {
 			out.Removed = append(out.Removed, "docker rm "+desc)

@@ -223,10 +223,10 @@ func (l *loader) finish(ctx context.Context, c *client, k kind, sb *sandbox, a a
 	return cat
 }
 
-// run is one client's loop: actions until the deadline (the action in
+// run is one client's loop: actions while more says so (the action in
 // flight then finishes) or until ctx ends.
 func (l *loader) run(ctx context.Context, c *client) {
-	for ctx.Err() == nil && time.Now().Before(l.deadline) {
+	for ctx.Err() == nil && l.more() {
 		a, sb := l.choose(c)
 		if a < 0 {
 			select {
@@ -237,6 +237,33 @@ func (l *loader) run(ctx context.Context, c *client) {
 		}
 		l.act(ctx, c, a, sb)
 	}
+}
+
+// more reports whether clients start another action: until the deadline,
+// and after it while some kind of action that can run has not begun yet
+// (a short run on a slow machine), for at most twice the request timeout.
+// So every operation of the mix appears in the report; a run of the
+// default minute covers the mix in its first seconds.
+func (l *loader) more() bool {
+	now := time.Now()
+	if now.Before(l.deadline) {
+		return true
+	}
+	if now.After(l.deadline.Add(2 * l.cfg.requestTimeout)) {
+		return false
+	}
+	for a := range numActions {
+		if l.begun[a].Load() == 0 && l.possible(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// possible reports whether action a can ever run: with as many sandboxes
+// at least as at most, there is no create or delete after the warm-up.
+func (l *loader) possible(a action) bool {
+	return (a != aCreate && a != aDelete) || l.cfg.sandboxes > l.cfg.minSandboxes
 }
 
 // choose picks the next action and the sandbox it works on, or -1 when

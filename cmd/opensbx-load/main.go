@@ -12,7 +12,8 @@
 // as a child process on 127.0.0.1 with a port the kernel picks, the
 // preview proxy off, a temporary STATE_DIR, the namespace load-<id> and an
 // API key of its own, and samples the child's resident memory (VmRSS in
-// /proc/<pid>/status) at the start, every -sample (10 s) and at the end.
+// /proc/<pid>/status, with its threads, descriptors and CPU seconds) at
+// the start, every -sample (10 s), at the end and after the cleanup.
 // With -url it loads a server someone else runs instead (-key or API_KEY;
 // -pid to sample its memory; -namespace, its NAMESPACE, for the leak check).
 //
@@ -29,11 +30,14 @@
 //	list     (6)  GET /v1/sandboxes
 //	get      (14) GET /v1/sandboxes/{id}
 //
-// on at most -sandboxes (50) live sandboxes, created up to -min-sandboxes
-// (10) first. Deletes race with the other requests on the same sandbox on
-// purpose: a 404 or 409 (or a cut-off answer) on a sandbox whose delete had
-// begun is counted as expected, apart from unexpected 4xx. The first action
-// of each kind runs as soon as it can, so that a short run covers the mix.
+// on at most -sandboxes (50) live sandboxes, -min-sandboxes (10) of them
+// created by a warm-up before the clock starts. Deletes race with the
+// other requests on the same sandbox on purpose: a 404 or 409 (or a wrong
+// answer) on a sandbox whose delete had begun is counted as expected, apart
+// from unexpected 4xx. The first action of each kind runs as soon as it
+// can, and the load goes on past -duration (by at most twice the request
+// timeout) until each kind has begun, so that even a short run on a slow
+// machine covers the mix.
 //
 // Latency is per request (from sending it to the end of its answer, read
 // in full; streams to their end), over successful requests only; ops/s is
@@ -49,7 +53,9 @@
 // server's sandboxes and, after stopping the child server, the containers
 // labelled org.opensbx.namespace=<namespace> with the Docker SDK
 // (DOCKER_HOST; -docker=false skips it): anything of this run still there
-// is a leak, which it reports and removes. It talks to the server only over
+// is a leak, which it reports and removes. Before the cleanup the same
+// Docker filter must see at least the live sandboxes, or the check is
+// reported as blind. It talks to the server only over
 // HTTP; the Docker SDK serves this final check alone and touches only
 // containers of that namespace (with -url, only those named load-<id>-*).
 // Ctrl-C or SIGTERM stops the load and runs the same cleanup; a second

@@ -279,6 +279,9 @@ func (r *report) write(w io.Writer, asJSON bool) error {
 	p("\nsandboxes: %d created, %d deleted, at most %d live\n", r.Sandboxes.Created, r.Sandboxes.Deleted, r.Sandboxes.MaxLive)
 	lk := r.Leaks
 	p("cleanup: %d not deleted when the load ended, %d deleted by the cleanup\n", lk.AtEnd, lk.Deleted)
+	if lk.DockerBefore > 0 {
+		p("docker check: its filter saw %d containers of the run before the cleanup\n", lk.DockerBefore)
+	}
 	p("leaks: API %s, Docker %s\n", formatLeaks(lk.API, lk.APIChecked, "GET /v1/sandboxes"), formatLeaks(lk.Docker, lk.DockerChecked, lk.DockerFilter))
 	for _, s := range lk.Removed {
 		p("  removed: %s\n", s)

@@ -81,8 +81,22 @@ func runLoad(ctx context.Context, cfg config, progress io.Writer) (*report, erro
 	// must not stop the cleanup.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	var dc *dockerCheck
+	var probe leaks
+	if cfg.docker {
+		var err error
+		if dc, err = newDockerCheck(t.namespace, prefix(cfg.id), t.child != nil); err != nil {
+			probe.Errors = append(probe.Errors, "docker check: "+err.Error())
+		} else {
+			defer dc.close()
+			live, _ := l.live.counts()
+			dc.probe(cctx, &probe, live)
+		}
+	}
 	fmt.Fprintln(progress, "cleanup: deleting the run's sandboxes")
 	rep.Leaks = cleanupAPI(cctx, l, t.child != nil)
+	rep.Leaks.DockerBefore = probe.DockerBefore
+	rep.Leaks.Errors = append(probe.Errors, rep.Leaks.Errors...)
 	l.hc.CloseIdleConnections()
 	smp.take("after cleanup")
 	rep.Memory = smp.samples()
@@ -102,8 +116,8 @@ func runLoad(ctx context.Context, cfg config, progress io.Writer) (*report, erro
 			rep.Errors.Server[i].ServerLog = c.log.forRequest(rep.Errors.Server[i].RequestID)
 		}
 	}
-	if cfg.docker {
-		checkDocker(cctx, &rep.Leaks, t.namespace, prefix(cfg.id), t.child != nil)
+	if dc != nil {
+		dc.sweep(cctx, &rep.Leaks)
 	}
 	rep.Sandboxes.Created, rep.Sandboxes.Deleted = l.live.tally()
 	rep.LoadAvg.After = loadAvg()
