@@ -5,7 +5,7 @@ GO ?= go
 # `make fuzz FUZZTIME=10m`.
 FUZZTIME ?= 3s
 
-.PHONY: all engine images test fuzz fuzz-smoke run bench agent agent-check
+.PHONY: all engine images test fuzz fuzz-smoke run bench load agent agent-check
 
 all: test
 
@@ -57,3 +57,7 @@ run: engine
 # The benchmark table (Manager vs raw SDK); see docs/benchmarks.md.
 bench: images
 	$(GO) run ./cmd/opensbx-bench
+
+# 200 clients for 60 s against a server on loopback; see docs/load.md.
+load: images
+	$(GO) run ./cmd/opensbx-load
