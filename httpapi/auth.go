@@ -17,22 +17,36 @@ import (
 // lengths: subtle.ConstantTimeCompare returns early on a length mismatch.
 func hashKey(k string) [32]byte { return sha256.Sum256([]byte(k)) }
 
-// authorized reports whether r carries one of the configured keys. Every key
-// is compared (no early exit), each in constant time.
-func (s *server) authorized(r *http.Request) bool {
+// authorized reports whether r carries one of the configured keys, and
+// which (its index; -1 when no keys are configured). Every key is compared
+// (no early exit), each in constant time.
+func (s *server) authorized(r *http.Request) (int, bool) {
 	if len(s.keys) == 0 {
-		return true
+		return -1, true
 	}
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
+		return -1, false
 	}
 	got := hashKey(strings.TrimSpace(token))
-	match := 0
+	match, which := 0, 0
 	for i := range s.keys {
-		match |= subtle.ConstantTimeCompare(got[:], s.keys[i][:])
+		eq := subtle.ConstantTimeCompare(got[:], s.keys[i][:])
+		match |= eq
+		which = subtle.ConstantTimeSelect(eq, i, which)
 	}
-	return match == 1
+	return which, match == 1
+}
+
+// keyIndexKey keys the index of the request's API key in its context.
+type keyIndexKey struct{}
+
+// keyIndex returns the index of the API key r was authorised with, or -1.
+func keyIndex(ctx context.Context) int {
+	if i, ok := ctx.Value(keyIndexKey{}).(int); ok {
+		return i
+	}
+	return -1
 }
 
 type ctxKey struct{}
@@ -95,10 +109,14 @@ func (s *server) middleware(h http.Handler, open bool, route string) http.Handle
 				fmt.Sprintf("Host %q is not allowed: this server listens on a loopback address and accepts only loopback host names (DNS-rebinding protection)", r.Host))
 			return
 		}
-		if !open && !s.authorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="opensbx"`)
-			s.writeError(rec, r, http.StatusUnauthorized, codeUnauthorized, "missing or wrong API key: send Authorization: Bearer <key>")
-			return
+		if !open {
+			which, ok := s.authorized(r)
+			if !ok {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="opensbx"`)
+				s.writeError(rec, r, http.StatusUnauthorized, codeUnauthorized, "missing or wrong API key: send Authorization: Bearer <key>")
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), keyIndexKey{}, which))
 		}
 		h.ServeHTTP(rec, r)
 	})

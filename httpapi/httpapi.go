@@ -107,6 +107,9 @@ type server struct {
 	observe func(route string, status int)
 	// preview, when set, gives "url" and private previews (WithPreview).
 	preview Preview
+	// perKey bounds the sandboxes of each API key (WithMaxSandboxesPerKey).
+	perKey int
+	quota  keyQuota
 }
 
 func newServer(m *opensbx.Manager, opts []Option) *server {

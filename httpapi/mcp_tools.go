@@ -341,7 +341,7 @@ func (s *server) addMCPTools(srv *mcp.Server) {
 				return createResponse{}, err
 			}
 			opts.Private = s.private(in.Private)
-			res, err := s.m.Create(ctx, opts)
+			res, err := s.createWithQuota(ctx, opts)
 			if err != nil {
 				return createResponse{}, err
 			}

@@ -189,7 +189,7 @@ func (s *server) handleSandboxCreate() http.Handler {
 			return
 		}
 		opts.Private = s.private(req.Private)
-		res, err := s.m.Create(r.Context(), opts)
+		res, err := s.createWithQuota(r.Context(), opts)
 		if err != nil {
 			s.fail(w, r, err)
 			return

@@ -55,6 +55,7 @@ type config struct {
 	pool         []opensbx.PoolTemplate
 	poolMax      int
 	maxSandboxes int
+	maxPerKey    int
 	maxCommands  int
 	runtime      string
 	allowedHosts []string
@@ -111,6 +112,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	poolMax := str("pool-max", "", "bound on the warm pool's ready sandboxes of all images together (default: the sum of the sizes)")
 	maxSandboxes := str("max-sandboxes", "", "bound on this server's sandboxes, pool included (then 429)")
 	maxCommands := str("max-commands", "", "bound on the commands running at once in one sandbox (then 429)")
+	maxPerKey := str("max-sandboxes-per-key", "", "bound on the sandboxes each API key may have at once (then 429); needs API_KEY")
 	runtime := str("runtime", "", "OCI runtime of every sandbox, e.g. runsc (gVisor), registered with the engine")
 	allowedHosts := str("allowed-hosts", "", "comma-separated Host names accepted besides loopback ones when ADDR is a loopback address (DNS-rebinding guard), e.g. behind a local reverse proxy")
 	if err := fs.Parse(args); err != nil {
@@ -199,6 +201,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	n = 0
 	intOpt("max-commands", *maxCommands, &n)
 	c.maxCommands = int(n)
+	n = 0
+	intOpt("max-sandboxes-per-key", *maxPerKey, &n)
+	c.maxPerKey = int(n)
 	c.runtime = strings.TrimSpace(*runtime)
 	for _, h := range strings.Split(*allowedHosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {
@@ -374,7 +379,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
-	apiOpts := []httpapi.Option{httpapi.WithAPIKeys(c.apiKeys...), httpapi.WithLogger(log), httpapi.WithAllowedHosts(c.allowedHosts...)}
+	apiOpts := []httpapi.Option{httpapi.WithAPIKeys(c.apiKeys...), httpapi.WithLogger(log), httpapi.WithAllowedHosts(c.allowedHosts...),
+		httpapi.WithMaxSandboxesPerKey(c.maxPerKey)}
 
 	var (
 		proxy   *preview.Proxy
