@@ -81,6 +81,10 @@ func (m *Manager) ensureAgentVolume(ctx context.Context, image string) (string, 
 	if v.filled {
 		return v.name, v.version, nil
 	}
+	// A one-time setup: a caller that gives up must not cut it short (and
+	// leave a fill container behind).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	version, name, err := m.agentVersion()
 	if err != nil {
 		return "", "", err
@@ -266,9 +270,39 @@ func (a *agentConns) closeAll() {
 	}
 }
 
-// dial opens a session: an exec of the relay, its output demultiplexed
-// into the client.
+// dial opens a session, giving a just-started agent a moment to listen:
+// a relay that finds nobody on the socket is tried again for up to 3 s.
 func (a *agentConns) dial(ctx context.Context, id string) (*agent.Client, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		c, err := a.dialOnce(ctx, id)
+		if !errors.Is(err, errNotListening) || time.Now().After(deadline) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// errNotListening marks a relay that found no agent on the socket.
+var errNotListening = errors.New("nothing listens on the agent's socket")
+
+// warm opens the session of a sandbox that was just made, in the
+// background, so that its first call finds it open.
+func (a *agentConns) warm(id string) {
+	a.m.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		a.client(ctx, id)
+	})
+}
+
+// dialOnce opens a session: an exec of the relay, its output
+// demultiplexed into the client.
+func (a *agentConns) dialOnce(ctx context.Context, id string) (*agent.Client, error) {
 	m := a.m
 	x, err := m.engine.Exec(ctx, id, engine.ExecSpec{Cmd: []string{agentProgram, "connect"}, User: "0", Stdin: true})
 	if err != nil {
@@ -296,6 +330,9 @@ func (a *agentConns) dial(ctx context.Context, id string) (*agent.Client, error)
 		if code, werr := engine.WaitExec(hctx, m.engine, x.ID()); werr == nil {
 			switch code {
 			case agent.ExitNoAgent:
+				if ctx.Err() == nil {
+					return nil, fmt.Errorf("%w: %w", errNoAgent(id, "nothing listens on its socket"), errNotListening)
+				}
 				why = "nothing listens on its socket"
 			case agent.ExitRefused:
 				why = "it refused the relay"

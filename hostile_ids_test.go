@@ -36,6 +36,8 @@ func (f *fakeDockerAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("OK"))
 	case strings.HasSuffix(p, "/info"):
 		w.Write([]byte(`{"Architecture":"x86_64","OSType":"linux","ServerVersion":"fake","Driver":"overlay2"}`))
+	case strings.HasSuffix(p, "/networks/opensbx"):
+		w.Write([]byte(`{"Name":"opensbx","Id":"n","Labels":{"org.opensbx.managed":"true"},"Options":{"com.docker.network.bridge.enable_icc":"false"}}`))
 	case strings.HasSuffix(p, "/events"):
 		w.WriteHeader(http.StatusOK)
 		http.NewResponseController(w).Flush()

@@ -66,6 +66,8 @@ func (x *sandboxIndex) refreshLocked(ctx context.Context) (sandboxes, pooled []e
 		case !x.m.owns(c.Labels) || !engine.IsFullID(c.ID):
 		case x.m.isPooled(c):
 			pooled = append(pooled, c)
+		case x.m.isInternalName(c.Name):
+			// The Manager's own helpers (an agent volume's fill container).
 		default:
 			sandboxes = append(sandboxes, c)
 		}

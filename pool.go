@@ -202,6 +202,12 @@ func (m *Manager) isPooledName(name string) bool {
 	return strings.HasPrefix(name, m.containerName("-pool-"))
 }
 
+// isInternalName reports whether a container name is one of the Manager's
+// own (pooled sandboxes, helpers): the namespace's prefix and a "-".
+func (m *Manager) isInternalName(name string) bool {
+	return strings.HasPrefix(name, m.containerName("-"))
+}
+
 // isPooled reports whether c is a ready pooled sandbox (not yet adopted).
 func (m *Manager) isPooled(c engine.Container) bool {
 	return c.Labels[labelPool] != "" && m.isPooledName(c.Name)
@@ -316,6 +322,8 @@ func (p *pool) nudge() {
 }
 
 func (p *pool) remove(ctx context.Context, id string) {
+	p.m.stats.drop(id)
+	p.m.agents.drop(id)
 	cctx, cancel := cleanupContext(ctx)
 	defer cancel()
 	if err := p.m.engine.Remove(cctx, id); err != nil && !errors.Is(err, ErrNotFound) {
@@ -423,6 +431,15 @@ func (p *pool) fill(ctx context.Context, t *poolTemplate) (pooled, error) {
 	if err != nil {
 		return pooled{}, err
 	}
+	if agentVol != "" {
+		// Handed out with its channel open and a stats baseline.
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		m.agents.client(cctx, id)
+		if s, err := m.oneShot(cctx, id); err == nil {
+			m.stats.put(id, s)
+		}
+		cancel()
+	}
 	return pooled{id: id, imageID: img.ID}, nil
 }
 
@@ -522,6 +539,9 @@ func (m *Manager) adopt(ctx context.Context, t *poolTemplate, r pooled, o Create
 	}
 	sb := m.sandboxOf(c)
 	m.publish(Event{Type: EventCreated, SandboxID: sb.ID, Name: sb.Name})
+	if c.Labels[labelAgent] != "" && m.cfg.agent {
+		m.agents.warm(c.ID) // opened at fill time already, unless it broke
+	}
 	return &CreateResult{Sandbox: sb, Created: true}, nil
 }
 

@@ -141,7 +141,23 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image,
 	}
 	sb := m.sandboxOf(c)
 	m.publish(Event{Type: EventCreated, SandboxID: sb.ID, Name: sb.Name})
+	m.warm(c)
 	return &CreateResult{Sandbox: sb, Created: true}, nil
+}
+
+// warm prepares a new sandbox's first calls in the background: its agent's
+// session opened, a first resource sample taken (the baseline of Stats).
+func (m *Manager) warm(c engine.Container) {
+	if m.usesAgent(c) {
+		m.agents.warm(c.ID)
+	}
+	m.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if s, err := m.oneShot(ctx, c.ID); err == nil {
+			m.stats.put(c.ID, s)
+		}
+	})
 }
 
 // discard removes a container that a failed create made, under a cleanup

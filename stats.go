@@ -34,7 +34,7 @@ type Stats struct {
 // otherwise Stats takes a second sample statsWindow after the first.
 const (
 	statsWindow = 100 * time.Millisecond
-	statsFresh  = 30 * time.Second
+	statsFresh  = 10 * time.Minute
 )
 
 // statsCache keeps each sandbox's last one-shot sample, the baseline of the
@@ -68,8 +68,9 @@ func (c *statsCache) drop(id string) {
 
 // Stats returns one resource sample of a running or paused sandbox; a
 // stopped one fails with ErrConflict. CPU use is measured against the
-// sandbox's previous sample when one from the last 30 seconds exists (a
-// single engine call), else between two samples 100 ms apart.
+// sandbox's previous sample when one from the last 10 minutes exists (one
+// engine call; Create takes a first one), else between two samples 100 ms
+// apart.
 func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
 	ctx, done, err := m.begin(ctx)
 	if err != nil {
