@@ -180,6 +180,22 @@ func (m *Manager) usesAgent(c engine.Container) bool {
 	return m.cfg.agent && c.Labels[labelAgent] != "" && stateOf(c.State) == StateRunning
 }
 
+// liveAgent returns the sandbox ref resolves to and its agent's open
+// session when the agent is known to serve it (an open, healthy session
+// and not paused), without an engine call: the fast path of commands and
+// files. ok is false otherwise, and the caller inspects the sandbox.
+func (m *Manager) liveAgent(ctx context.Context, ref string) (id string, client *agent.Client, ok bool) {
+	if !m.cfg.agent {
+		return "", nil, false
+	}
+	id, err := m.index.resolve(ctx, ref)
+	if err != nil || m.index.isPaused(id) {
+		return "", nil, false
+	}
+	client = m.agents.open(id)
+	return id, client, client != nil
+}
+
 // agentConns keeps one session per sandbox.
 type agentConns struct {
 	m  *Manager
@@ -238,6 +254,25 @@ func (a *agentConns) client(ctx context.Context, id string) (*agent.Client, erro
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// open returns the healthy open session of sandbox id, or nil; it never
+// dials.
+func (a *agentConns) open(id string) *agent.Client {
+	a.mu.Lock()
+	c := a.by[id]
+	a.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.ready:
+		if c.err == nil && c.client.Err() == nil {
+			return c.client
+		}
+	default:
+	}
+	return nil
 }
 
 // drop closes and forgets the session of sandbox id (it stopped or went).

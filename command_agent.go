@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/opensbx/opensbx/internal/agent"
-	"github.com/opensbx/opensbx/internal/engine"
 	"github.com/opensbx/opensbx/internal/outbuf"
 	"github.com/opensbx/opensbx/internal/poll"
 	"github.com/opensbx/opensbx/internal/sbxerr"
@@ -27,12 +26,9 @@ import (
 // agent's instance id tells a reconnect from a restarted sandbox, whose
 // commands are gone.
 
-// execAgent starts a command in running sandbox c through its agent.
-func (m *Manager) execAgent(ctx context.Context, c engine.Container, id string, opts ExecOptions, env []string) (*cmdEntry, error) {
-	client, err := m.agents.client(ctx, c.ID)
-	if err != nil {
-		return nil, err
-	}
+// execAgent starts a command in running sandbox sandboxID through its
+// agent's session client.
+func (m *Manager) execAgent(ctx context.Context, sandboxID string, client *agent.Client, id string, opts ExecOptions, env []string) (*cmdEntry, error) {
 	attachStdin := opts.Stdin != nil || opts.OpenStdin
 	e := &cmdEntry{
 		cmd: Command{
@@ -40,7 +36,7 @@ func (m *Manager) execAgent(ctx context.Context, c engine.Container, id string, 
 			Name:      opts.Command,
 			Args:      append([]string(nil), opts.Args...),
 			Cwd:       opts.Cwd,
-			SandboxID: c.ID,
+			SandboxID: sandboxID,
 			State:     CommandRunning,
 			StartedAt: time.Now(),
 		},
@@ -51,7 +47,7 @@ func (m *Manager) execAgent(ctx context.Context, c engine.Container, id string, 
 		instance: client.Info().Instance,
 	}
 	if attachStdin {
-		e.stdin = &stdinPipe{sink: agentSink{m: m, sandboxID: c.ID, id: id}, open: true}
+		e.stdin = &stdinPipe{sink: agentSink{m: m, sandboxID: sandboxID, id: id}, open: true}
 	}
 	req := agent.ExecRequest{
 		ID: id, Argv: append([]string{opts.Command}, opts.Args...), Env: env, Cwd: opts.Cwd, User: opts.User,
@@ -84,7 +80,7 @@ func (m *Manager) execAgent(ctx context.Context, c engine.Container, id string, 
 	select {
 	case err := <-started:
 		if err != nil {
-			return nil, m.agentErr(ctx, c.ID, fmt.Errorf("start the command: %w", err))
+			return nil, m.agentErr(ctx, sandboxID, fmt.Errorf("start the command: %w", err))
 		}
 		return e, nil
 	case <-ctx.Done():

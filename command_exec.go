@@ -18,6 +18,15 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 	if err != nil {
 		return nil, err
 	}
+	if id, client, ok := m.liveAgent(ctx, sandboxID); ok {
+		// The fast path: the agent serves the sandbox, no engine call.
+		release, err := m.cmds.reserveCommand(id)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		return m.execAgent(ctx, id, client, newCommandID(), opts, env)
+	}
 	c, err := m.inspect(ctx, sandboxID)
 	if err != nil {
 		return nil, err
@@ -33,7 +42,11 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 	attachStdin := opts.Stdin != nil || opts.OpenStdin
 	id := newCommandID()
 	if m.usesAgent(c) {
-		return m.execAgent(ctx, c, id, opts, env) // the agent sets OPENSBX_COMMAND_ID itself
+		client, err := m.agents.client(ctx, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		return m.execAgent(ctx, c.ID, client, id, opts, env) // the agent sets OPENSBX_COMMAND_ID itself
 	}
 	env = append(env, commandIDEnv+"="+id)
 	started := time.Now()

@@ -146,6 +146,10 @@ func (m *Manager) engineEvent(ev engine.Event) {
 		if name != "" {
 			m.index.add(ev.ContainerID, name)
 		}
+	case "pause":
+		m.index.setPaused(ev.ContainerID, true)
+	case "unpause":
+		m.index.setPaused(ev.ContainerID, false)
 	case "die":
 		m.publish(Event{Type: EventStopped, SandboxID: ev.ContainerID, Name: name, Time: ev.Time})
 	case "destroy":

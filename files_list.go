@@ -42,6 +42,13 @@ func (m *Manager) ListDir(ctx context.Context, sandboxID, path string) ([]FileIn
 	if err != nil {
 		return nil, fmt.Errorf("list directory: %w", err)
 	}
+	if id, _, ok := m.liveAgent(ctx, sandboxID); ok {
+		entries, err := m.agentList(ctx, id, p)
+		if err != nil {
+			return nil, fmt.Errorf("list directory %q: %w", p, err)
+		}
+		return entries, nil
+	}
 	c, err := m.inspect(ctx, sandboxID)
 	if err != nil {
 		return nil, fmt.Errorf("list directory: %w", err)

@@ -26,6 +26,13 @@ func (m *Manager) StatFile(ctx context.Context, sandboxID, path string) (FileInf
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("stat file: %w", err)
 	}
+	if id, _, ok := m.liveAgent(ctx, sandboxID); ok {
+		fi, err := m.agentStat(ctx, id, p)
+		if err != nil {
+			return FileInfo{}, fmt.Errorf("stat file: %w", err)
+		}
+		return fi, nil
+	}
 	c, err := m.inspect(ctx, sandboxID)
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("stat file: %w", err)
@@ -130,6 +137,13 @@ func (m *Manager) ReadFile(ctx context.Context, sandboxID, path string) ([]byte,
 	if err != nil {
 		return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
 	}
+	if id, _, ok := m.liveAgent(ctx, sandboxID); ok {
+		data, fi, err := m.agentRead(ctx, id, p, m.cfg.fileSizeLimit)
+		if err != nil {
+			return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
+		}
+		return data, fi, nil
+	}
 	c, err := m.inspect(ctx, sandboxID)
 	if err != nil {
 		return nil, FileInfo{}, fmt.Errorf("read file: %w", err)
@@ -172,6 +186,14 @@ func (m *Manager) OpenFile(ctx context.Context, sandboxID, path string) (io.Read
 	if err != nil {
 		done()
 		return nil, FileInfo{}, fmt.Errorf("open file: %w", err)
+	}
+	if id, _, ok := m.liveAgent(ctx, sandboxID); ok {
+		rc, fi, err := m.agentOpen(ctx, id, p, 0)
+		if err != nil {
+			done()
+			return nil, FileInfo{}, fmt.Errorf("open file: %w", err)
+		}
+		return &fileStream{r: rc, body: rc, done: done}, fi, nil
 	}
 	c, err := m.inspect(ctx, sandboxID)
 	if err != nil {

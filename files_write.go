@@ -206,6 +206,12 @@ func (m *Manager) WriteFileFrom(ctx context.Context, sandboxID, path string, r i
 	if size < -1 {
 		return fmt.Errorf("write file: %w", sbxerr.Invalid("size %d: want -1 (unknown) or more", size))
 	}
+	if id, _, ok := m.liveAgent(ctx, sandboxID); ok {
+		if err := m.agentWrite(ctx, id, p, fileCtxReader{ctx: ctx, r: r}, size, mode); err != nil {
+			return fmt.Errorf("write file %q: %w", p, err)
+		}
+		return nil
+	}
 	c, err := m.inspect(ctx, sandboxID)
 	if err != nil {
 		return fmt.Errorf("write file: %w", err)

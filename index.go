@@ -39,6 +39,10 @@ type sandboxIndex struct {
 // indexEntry is what the index keeps of one sandbox.
 type indexEntry struct {
 	id, name string
+	// paused is the last pause state the Manager saw (its own Pause and
+	// Resume, the engine's events, the last list): a paused sandbox's
+	// agent is frozen and must not be called.
+	paused bool
 }
 
 func newSandboxIndex(m *Manager) *sandboxIndex {
@@ -84,8 +88,32 @@ func (x *sandboxIndex) replace(cs []engine.Container) {
 	x.byName = make(map[string]string, len(cs))
 	for _, c := range cs {
 		x.putLocked(c.ID, x.m.nameOf(c))
+		if stateOf(c.State) == StatePaused {
+			e := x.byID[c.ID]
+			e.paused = true
+			x.byID[c.ID] = e
+		}
 	}
 	x.gen++
+}
+
+// setPaused records the pause state of sandbox id.
+func (x *sandboxIndex) setPaused(id string, paused bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if e, ok := x.byID[id]; ok {
+		e.paused = paused
+		x.byID[id] = e
+	}
+}
+
+// isPaused reports the last pause state seen of sandbox id; unknown ids
+// count as paused (so callers ask the engine).
+func (x *sandboxIndex) isPaused(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.byID[id]
+	return !ok || e.paused
 }
 
 func (x *sandboxIndex) putLocked(id, name string) {

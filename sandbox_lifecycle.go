@@ -67,7 +67,12 @@ func (m *Manager) Pause(ctx context.Context, id string) (*Sandbox, error) {
 		default:
 			return sbxerr.Conflict("sandbox is %s, not running", st)
 		}
-		return m.engine.Pause(ctx, c.ID)
+		m.index.setPaused(c.ID, true) // before: nothing may call its frozen agent
+		if err := m.engine.Pause(ctx, c.ID); err != nil {
+			m.index.setPaused(c.ID, false)
+			return err
+		}
+		return nil
 	})
 }
 
@@ -78,7 +83,11 @@ func (m *Manager) Resume(ctx context.Context, id string) (*Sandbox, error) {
 		if st := stateOf(c.State); st != StatePaused {
 			return sbxerr.Conflict("sandbox is %s, not paused", st)
 		}
-		return m.engine.Unpause(ctx, c.ID)
+		if err := m.engine.Unpause(ctx, c.ID); err != nil {
+			return err
+		}
+		m.index.setPaused(c.ID, false)
+		return nil
 	})
 }
 
