@@ -434,9 +434,10 @@ func (p *pool) fill(ctx context.Context, t *poolTemplate) (pooled, error) {
 	if agentVol != "" {
 		// Handed out with its channel open and a stats baseline.
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		m.agents.client(cctx, id)
-		if s, err := m.oneShot(cctx, id); err == nil {
-			m.stats.put(id, s)
+		if _, err := m.agents.client(cctx, id); err == nil {
+			if s, err := m.agentSample(cctx, id); err == nil {
+				m.stats.put(id, s, true)
+			}
 		}
 		cancel()
 	}

@@ -81,3 +81,20 @@ func BenchmarkCreateDelete(b *testing.B) {
 	b.ReportMetric(float64(raw.Milliseconds())/float64(b.N), "raw-ms/op")
 	b.ReportMetric(float64(manager)/float64(raw), "manager/raw")
 }
+
+// BenchmarkStats takes one resource sample of a running sandbox (after the
+// first, which Create primed): one one-shot engine call, CPU measured
+// against the previous sample.
+func BenchmarkStats(b *testing.B) {
+	m, _ := newTestManager(b)
+	sb := newBusybox(b, m, CreateOptions{})
+	ctx := context.Background()
+	if _, err := m.Stats(ctx, sb.ID); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := m.Stats(ctx, sb.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -148,14 +148,19 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image,
 // warm prepares a new sandbox's first calls in the background: its agent's
 // session opened, a first resource sample taken (the baseline of Stats).
 func (m *Manager) warm(c engine.Container) {
-	if m.usesAgent(c) {
-		m.agents.warm(c.ID)
-	}
+	agent := m.usesAgent(c)
 	m.goBackground(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if s, err := m.oneShot(ctx, c.ID); err == nil {
-			m.stats.put(c.ID, s)
+		sample := m.oneShot
+		if agent {
+			if _, err := m.agents.client(ctx, c.ID); err != nil {
+				return
+			}
+			sample = m.agentSample
+		}
+		if s, err := sample(ctx, c.ID); err == nil {
+			m.stats.put(c.ID, s, agent)
 		}
 	})
 }

@@ -33,31 +33,40 @@ type Stats struct {
 // sample at least this old (and younger than statsFresh) is the baseline,
 // otherwise Stats takes a second sample statsWindow after the first.
 const (
-	statsWindow = 100 * time.Millisecond
-	statsFresh  = 10 * time.Minute
+	statsWindow      = 100 * time.Millisecond
+	statsMinWindow   = 10 * time.Millisecond
+	statsBaselineAge = time.Second
+	statsFresh       = 10 * time.Minute
 )
 
 // statsCache keeps each sandbox's last one-shot sample, the baseline of the
 // next Stats call's CPU figure.
 type statsCache struct {
 	mu   sync.Mutex
-	last map[string]engine.StatsSample
+	last map[string]cachedSample
 }
 
-func (c *statsCache) get(id string) (engine.StatsSample, bool) {
+// cachedSample is a sample and where it came from: the engine, or the
+// sandbox's agent (whose SystemTotal is the wall clock).
+type cachedSample struct {
+	s     engine.StatsSample
+	agent bool
+}
+
+func (c *statsCache) get(id string, agent bool) (engine.StatsSample, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.last[id]
-	return s, ok
+	return s.s, ok && s.agent == agent
 }
 
-func (c *statsCache) put(id string, s engine.StatsSample) {
+func (c *statsCache) put(id string, s engine.StatsSample, agent bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.last == nil {
-		c.last = map[string]engine.StatsSample{}
+		c.last = map[string]cachedSample{}
 	}
-	c.last[id] = s
+	c.last[id] = cachedSample{s, agent}
 }
 
 func (c *statsCache) drop(id string) {
@@ -68,36 +77,55 @@ func (c *statsCache) drop(id string) {
 
 // Stats returns one resource sample of a running or paused sandbox; a
 // stopped one fails with ErrConflict. CPU use is measured against the
-// sandbox's previous sample when one from the last 10 minutes exists (one
-// engine call; Create takes a first one), else between two samples 100 ms
-// apart.
+// sandbox's previous sample when one from the last 10 minutes exists (Create
+// takes a first one; the baseline moves on once it is a second old), else
+// between two samples 100 ms apart. A sandbox with its agent is sampled by
+// the agent (its cgroup, in milliseconds), else by the engine.
 func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
 	ctx, done, err := m.begin(ctx)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer done()
-	c, err := m.runningForStats(ctx, id)
+	sample := m.oneShot
+	sid, _, live := m.liveAgent(ctx, id)
+	if live {
+		// The agent reads the sandbox's cgroup: milliseconds, where the
+		// engine's one-shot sample takes a second on this engine.
+		id, sample = sid, m.agentSample
+	} else {
+		c, err := m.runningForStats(ctx, id)
+		if err != nil {
+			return Stats{}, err
+		}
+		id = c.ID
+	}
+	first, err := sample(ctx, id)
 	if err != nil {
 		return Stats{}, err
 	}
-	first, err := m.oneShot(ctx, c.ID)
-	if err != nil {
-		return Stats{}, err
+	base, ok := m.stats.get(id, live)
+	wait := time.Duration(0)
+	switch age := first.Read.Sub(base.Read); {
+	case !ok || age > statsFresh:
+		base, wait = first, statsWindow // no baseline: measure over 100 ms
+	case age < statsMinWindow:
+		wait = statsMinWindow // too short a window to mean anything
 	}
-	base, ok := m.stats.get(c.ID)
-	if !ok || first.Read.Sub(base.Read) < statsWindow || first.Read.Sub(base.Read) > statsFresh {
-		base = first
+	if wait > 0 {
 		select {
 		case <-ctx.Done():
 			return Stats{}, ctx.Err()
-		case <-time.After(statsWindow):
+		case <-time.After(wait):
 		}
-		if first, err = m.oneShot(ctx, c.ID); err != nil {
+		if first, err = sample(ctx, id); err != nil {
 			return Stats{}, err
 		}
 	}
-	m.stats.put(c.ID, first)
+	if !ok || first.Read.Sub(base.Read) >= statsBaselineAge {
+		// Frequent callers measure over at least a second, as docker stats.
+		m.stats.put(id, first, live)
+	}
 	first.PreCPUTotal, first.PreSystemTotal = base.CPUTotal, base.SystemTotal
 	return statsFrom(first), nil
 }
@@ -112,6 +140,25 @@ func (m *Manager) runningForStats(ctx context.Context, id string) (engine.Contai
 		return c, fmt.Errorf("stats: %w", sbxerr.Conflict("sandbox %s is %s", shortID(c.ID), st))
 	}
 	return c, nil
+}
+
+// agentSample is a sample of the sandbox's cgroup, read by its agent, as a
+// StatsSample: the wall clock stands in for the host's CPU time, with one
+// "online CPU", so that statsFrom gives CPU time over wall time (which is
+// what the engine's formula amounts to).
+func (m *Manager) agentSample(ctx context.Context, id string) (engine.StatsSample, error) {
+	client, err := m.agents.client(ctx, id)
+	if err != nil {
+		return engine.StatsSample{}, fmt.Errorf("stats: %w", err)
+	}
+	s, err := client.Stats(ctx)
+	if err != nil {
+		return engine.StatsSample{}, fmt.Errorf("stats: %w", m.agentErr(ctx, id, err))
+	}
+	return engine.StatsSample{
+		Read: s.Time, CPUTotal: s.CPUUsage, SystemTotal: uint64(s.Time.UnixNano()), OnlineCPUs: 1,
+		MemoryUsage: s.MemoryUsage, MemoryLimit: s.MemoryLimit, PIDs: s.PIDs,
+	}, nil
 }
 
 // oneShot takes one sample without the engine's wait.
