@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/opensbx/opensbx"
 	"github.com/opensbx/opensbx/httpapi"
@@ -123,4 +124,60 @@ func BenchmarkAdapterOnly(b *testing.B) {
 			b.Fatalf("status %d", r.status)
 		}
 	}
+}
+
+// BenchmarkPoolCreate is a create served from a warm pool, through the
+// library and through HTTP; the pool is refilled (timer stopped) before
+// each one.
+func BenchmarkPoolCreate(b *testing.B) {
+	ctx := context.Background()
+	tmpl := opensbx.PoolTemplate{Image: testenv.BusyboxImage, Ports: []string{"8080"}, Size: 2}
+	full := func(b *testing.B, m *opensbx.Manager) {
+		for {
+			if st := m.Pool(); st[0].Ready == st[0].Size {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	run := func(b *testing.B, create func(m *opensbx.Manager, a *api) string) {
+		m, _ := newManager(b, opensbx.WithPool(tmpl))
+		a := newAPI(b, m, httpapi.WithAPIKeys("bench-key"))
+		a.key = "bench-key"
+		b.ResetTimer()
+		for b.Loop() {
+			b.StopTimer()
+			full(b, m)
+			b.StartTimer()
+			id := create(m, a)
+			b.StopTimer()
+			if err := m.Delete(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		if st := m.Pool(); st[0].Misses > 0 {
+			b.Fatalf("%d creates missed the pool", st[0].Misses)
+		}
+	}
+	b.Run("library", func(b *testing.B) {
+		run(b, func(m *opensbx.Manager, _ *api) string {
+			res, err := m.Create(ctx, opensbx.CreateOptions{Image: testenv.BusyboxImage, Ports: []string{"8080"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return res.ID
+		})
+	})
+	b.Run("http", func(b *testing.B) {
+		run(b, func(_ *opensbx.Manager, a *api) string {
+			r := a.call("POST", "/v1/sandboxes", map[string]any{"image": testenv.BusyboxImage, "ports": []string{"8080"}})
+			if r.status != http.StatusCreated {
+				b.Fatalf("create: %d %s", r.status, r.body)
+			}
+			var sb struct{ ID string }
+			json.Unmarshal(r.body, &sb)
+			return sb.ID
+		})
+	})
 }
