@@ -36,6 +36,13 @@ func TestKilledManagerChild(t *testing.T) {
 		return
 	}
 	fmt.Println("READY")
+	if ref := os.Getenv(envKilledChild + "_PULL"); ref != "" {
+		if _, err := m.PullImage(ctx, ref, PullOptions{}); err != nil {
+			fmt.Println("ERROR", err)
+		} else {
+			fmt.Println("PULLED", ref)
+		}
+	}
 	for i := 0; ; i++ {
 		res, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, TTL: 4 * time.Second})
 		if err != nil {
@@ -51,9 +58,9 @@ func TestKilledManagerChild(t *testing.T) {
 }
 
 // TestManagerSIGKILL kills a process in the middle of its Manager's
-// creates and commands: a Manager started afterwards on the same state
-// directory has every acknowledged sandbox and command, no half-made
-// container, and enforces the TTLs.
+// creates and commands (after a pull): a Manager started afterwards on the
+// same state directory has every acknowledged sandbox and command, the
+// pulled image, no half-made container, and enforces the TTLs.
 func TestManagerSIGKILL(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
@@ -62,12 +69,15 @@ func TestManagerSIGKILL(t *testing.T) {
 	testenv.Images(t, cli)
 	dir, ns := t.TempDir(), testNamespace()
 	t.Cleanup(func() { removeLabelled(context.Background(), cli, labelNamespace+"="+ns) })
+	pullRef, _, _ := imgPushed(t, cli) // in the local registry only
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledManagerChild$", "-test.v")
-	cmd.Env = append(os.Environ(), envKilledChild+"=1", envKilledChild+"_DIR="+dir, envKilledChild+"_NS="+ns)
+	cmd.Env = append(os.Environ(), envKilledChild+"=1", envKilledChild+"_DIR="+dir, envKilledChild+"_NS="+ns,
+		envKilledChild+"_PULL="+pullRef)
 	out, err := cmd.StdoutPipe()
 	is.NoErr(err)
 	is.NoErr(cmd.Start())
 	sandboxes, commands := map[string]bool{}, map[string]string{}
+	pulled := false
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -76,6 +86,8 @@ func TestManagerSIGKILL(t *testing.T) {
 			sandboxes[f[1]] = true
 		case len(f) == 3 && f[0] == "COMMAND":
 			commands[f[2]] = f[1]
+		case len(f) == 2 && f[0] == "PULLED":
+			pulled = true
 		}
 		if len(commands) == 3 {
 			break
@@ -85,6 +97,9 @@ func TestManagerSIGKILL(t *testing.T) {
 	is.NoErr(cmd.Process.Kill())       // SIGKILL
 	cmd.Wait()
 	is.True(len(sandboxes) >= 3)
+	is.True(pulled)
+	_, err = cli.ImageInspect(ctx, pullRef)
+	is.NoErr(err) // the acknowledged pull is there
 
 	m, err := New(ctx, WithDockerClient(cli), WithNamespace(ns), WithStateDir(dir), withHalfMadeAge(0),
 		WithLabels(map[string]string{testRunLabel: testRun}))
