@@ -198,9 +198,10 @@ func (m *Manager) liveAgent(ctx context.Context, ref string) (id string, client 
 
 // agentConns keeps one session per sandbox.
 type agentConns struct {
-	m  *Manager
-	mu sync.Mutex
-	by map[string]*agentConn
+	m       *Manager
+	mu      sync.Mutex
+	by      map[string]*agentConn
+	dropped map[string]time.Time // when a session was closed on purpose (the sandbox stops)
 }
 
 // agentConn is one sandbox's session, made once.
@@ -275,11 +276,29 @@ func (a *agentConns) open(id string) *agent.Client {
 	return nil
 }
 
-// drop closes and forgets the session of sandbox id (it stopped or went).
-func (a *agentConns) drop(id string) {
+// drop closes and forgets the session of sandbox id, because the sandbox
+// stops, restarts or goes.
+func (a *agentConns) drop(id string) { a.close(id, true) }
+
+// forget closes and forgets the session of sandbox id, because it broke.
+func (a *agentConns) forget(id string) { a.close(id, false) }
+
+func (a *agentConns) close(id string, onPurpose bool) {
 	a.mu.Lock()
 	c := a.by[id]
 	delete(a.by, id)
+	if c != nil && onPurpose {
+		if a.dropped == nil {
+			a.dropped = map[string]time.Time{}
+		}
+		now := time.Now()
+		for k, t := range a.dropped { // bounded: only the last minute's
+			if now.Sub(t) > time.Minute {
+				delete(a.dropped, k)
+			}
+		}
+		a.dropped[id] = now
+	}
 	a.mu.Unlock()
 	if c != nil {
 		go func() {
@@ -289,6 +308,15 @@ func (a *agentConns) drop(id string) {
 			}
 		}()
 	}
+}
+
+// recentlyDropped reports whether the session of sandbox id was closed on
+// purpose in the last half minute (its sandbox is stopping or going).
+func (a *agentConns) recentlyDropped(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t, ok := a.dropped[id]
+	return ok && time.Since(t) < 30*time.Second
 }
 
 // closeAll closes every session (Close).

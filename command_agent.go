@@ -105,15 +105,20 @@ func (m *Manager) agentErr(ctx context.Context, sandboxID string, err error) err
 	if !errors.Is(err, agent.ErrSessionClosed) && !errors.Is(err, agent.ErrProtocol) {
 		return err
 	}
-	m.agents.drop(sandboxID)
+	stopping := m.agents.recentlyDropped(sandboxID)
+	m.agents.forget(sandboxID)
 	cctx, cancel := cleanupContext(ctx)
 	defer cancel()
 	c, ierr := m.engine.Inspect(cctx, sandboxID)
 	switch {
+	case errors.Is(ierr, ErrNotFound):
+		return sbxerr.Wrap(ErrNotFound, fmt.Errorf("sandbox %s was deleted meanwhile: %w", shortID(sandboxID), err))
 	case ierr != nil:
-		return fmt.Errorf("%w (and inspecting the sandbox failed: %v)", err, ierr)
+		return fmt.Errorf("%w (and inspecting the sandbox failed: %v)", ierr, err)
 	case stateOf(c.State) != StateRunning:
 		return sbxerr.Conflict("sandbox %s is %s", shortID(sandboxID), stateOf(c.State))
+	case stopping:
+		return sbxerr.Wrap(ErrConflict, fmt.Errorf("sandbox %s is being stopped, restarted or deleted: %w", shortID(sandboxID), err))
 	}
 	return fmt.Errorf("%w: %v", errNoAgent(sandboxID, "its session broke"), err)
 }
@@ -185,7 +190,7 @@ func (r *commandRegistry) refollow(ctx context.Context, e *cmdEntry) (agent.Comm
 			return false, &commandGone{"the sandbox's agent no longer knows the command"}
 		}
 		if ferr != nil {
-			r.m.agents.drop(e.cmd.SandboxID)
+			r.m.agents.forget(e.cmd.SandboxID)
 			return false, nil // a broken session again: retry
 		}
 		return true, nil
