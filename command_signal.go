@@ -64,15 +64,18 @@ const (
 // commands, even identical ones, are not touched. The tree is held still
 // with SIGSTOP while it is collected, so no child escapes by forking, and
 // resumed after the signal; a shell that does not forward SIGTERM to its
-// child still sees the child end. Processes are identified by host PID and
-// start time, so a reused PID is never signalled. That needs the Manager to
-// run on the Docker engine's host (it reads /proc). As a non-root user it
-// signals from inside the sandbox with the image's kill program instead;
-// when it cannot see the host's processes at all (it runs in a container or
-// on another machine), it signals from inside the sandbox every process
-// whose environment carries the command's OPENSBX_COMMAND_ID, which needs
-// sh, tr, grep and kill in the image and misses processes that cleared
-// their environment.
+// child still sees the child end. With the sandbox's agent (the default)
+// the agent does this inside the sandbox's PID namespace, for the
+// command's session and every descendant, wherever the Manager runs and
+// whatever the image holds. Without it (WithAgent(false)), processes are
+// identified by host PID and start time, so a reused PID is never
+// signalled, which needs the Manager on the Docker engine's host (it reads
+// /proc); as a non-root user it signals from inside the sandbox with the
+// image's kill program instead, and when it cannot see the host's
+// processes at all it signals from inside the sandbox every process whose
+// environment carries the command's OPENSBX_COMMAND_ID, which needs sh, tr,
+// grep and kill in the image and misses processes that cleared their
+// environment.
 //
 // It waits up to a second for the command to end and returns its record,
 // which is in state killed once the command has ended with an exit code
@@ -80,8 +83,9 @@ const (
 //
 // It fails with ErrInvalid for a signal outside 1-64, ErrConflict when the
 // command has ended, ErrNotFound for an unknown sandbox or command, and
-// ErrUnsupported when the Manager cannot see the engine host's processes
-// and the image lacks the tools to signal from inside the sandbox.
+// ErrUnsupported (without the agent) when the Manager cannot see the
+// engine host's processes and the image lacks the tools to signal from
+// inside the sandbox.
 func (m *Manager) KillCommand(ctx context.Context, sandboxID, cmdID string, sig syscall.Signal) (*Command, error) {
 	ctx, done, err := m.begin(ctx)
 	if err != nil {

@@ -8,10 +8,15 @@
 // A Manager owns the sandboxes of one namespace on one Docker engine. Every
 // container it creates carries labels naming that namespace, and it neither
 // sees nor touches any other container: a foreign container id is simply not
-// found. Sandboxes run under an init with a long sleep as their main process
-// (unless told otherwise), publish their ports on 127.0.0.1 by default, and
+// found (ids are resolved among the Manager's own sandboxes before anything
+// reaches the engine). Sandboxes run under an init with the Opensbx agent as
+// their main process (see WithAgent), which runs their commands and serves
+// their files over one live channel and keeps running commands across a
+// restart of the Manager; they join an isolated network (see
+// WithNetworkIsolation), publish their ports on 127.0.0.1 by default, and
 // are stopped (or deleted, WithDeleteOnExpiry) when their time to live
 // passes — also after the Manager restarts, when it has a state directory.
+// A warm pool (WithPool) hands out ready sandboxes in milliseconds.
 //
 // Quick start:
 //
