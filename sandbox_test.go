@@ -411,8 +411,10 @@ func TestRenewPostponesExpiry(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
 	m, _ := newTestManager(t)
-	renewed := newBusybox(t, m, CreateOptions{TTL: 2 * time.Second})
 	control := newBusybox(t, m, CreateOptions{TTL: 2 * time.Second})
+	// Created last and renewed at once, so that a slow create on a loaded
+	// machine cannot let its first deadline pass first.
+	renewed := newBusybox(t, m, CreateOptions{TTL: 3 * time.Second})
 	got, err := m.Renew(ctx, renewed.ID, time.Minute)
 	is.NoErr(err)
 	is.True(got.ExpiresAt.After(renewed.ExpiresAt.Add(50 * time.Second))) // deadline moved

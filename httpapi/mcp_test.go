@@ -580,7 +580,7 @@ func TestMCPExecWaitSendsProgress(t *testing.T) {
 		}
 	}
 	r := a.run(id, map[string]any{"command": "touch", "args": []string{"/tmp/go"}})
-	is.Equal(r["state"], "running") // the release command started
+	is.True(r["state"] == "running" || r["state"] == "finished") // the release command started (through the agent it may be done already)
 	res := <-done
 	is.NoErr(res.err)
 	is.True(!res.res.IsError)
