@@ -7,6 +7,7 @@ import (
 	"fmt"
 	cerrdefs "github.com/containerd/errdefs"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,4 +119,13 @@ func newBusybox(t testing.TB, m *Manager, opts CreateOptions) *Sandbox {
 		t.Fatalf("create busybox sandbox: %v", err)
 	}
 	return res.Sandbox
+}
+
+// testWriter writes a Manager's log lines to the test's log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

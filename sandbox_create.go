@@ -238,9 +238,11 @@ func (m *Manager) makeContainer(ctx context.Context, cs engine.ContainerSpec, o 
 
 // removeLate removes the container called name if the engine creates it
 // within a minute (a loaded engine may finish a create long after the
-// client left), for a create whose request was cancelled. Close does not
-// abandon it at once: it keeps looking for up to 5 more seconds, so that a
-// create cancelled just before Close leaves nothing.
+// client left), for a create whose request was cancelled. A container the
+// engine is still making may be listed yet survive a removal, so it is done
+// only once a listing after a removal no longer shows the name. Close does
+// not abandon it at once: it keeps looking for up to 5 more seconds, so
+// that a create cancelled just before Close leaves nothing.
 func (m *Manager) removeLate(name string) {
 	m.goBackground(func(mctx context.Context) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(mctx), time.Minute)
@@ -250,21 +252,21 @@ func (m *Manager) removeLate(name string) {
 			context.AfterFunc(ctx, func() { t.Stop() })
 		})
 		defer stop()
+		removed := false
 		err := poll.Until(ctx, poll.Backoff{Min: 50 * time.Millisecond, Max: time.Second}, func() (bool, error) {
 			cs, err := m.engine.List(ctx, m.ownedLabels())
 			if err != nil {
 				return false, nil // try again until the deadline
 			}
-			for _, c := range cs {
-				if c.Name != name {
-					continue
-				}
-				if err := m.remove(ctx, c.ID, c.Labels); err != nil {
-					return false, nil
-				}
-				return true, nil
+			i := slices.IndexFunc(cs, func(c engine.Container) bool { return c.Name == name })
+			if i < 0 {
+				return removed, nil // gone, or not made (yet)
 			}
-			return false, nil // not made (yet)
+			if err := m.remove(ctx, cs[i].ID, cs[i].Labels); err != nil {
+				m.log.Debug("remove the container of a cancelled create", "name", name, "err", err)
+			}
+			removed = true
+			return false, nil // look again: it may still be there
 		})
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			m.log.Warn("remove the container of a cancelled create", "name", name, "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -626,7 +627,7 @@ func TestCloseStopsEverything(t *testing.T) {
 func TestCreateCancelledLeavesNothing(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	m, _ := newTestManager(t)
+	m, _ := newTestManager(t, WithLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil))))
 	// Cancel at many points of Create's work; whatever it did must be undone
 	// unless it returned a sandbox.
 	for _, d := range []time.Duration{time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond,
@@ -639,6 +640,11 @@ func TestCreateCancelledLeavesNothing(t *testing.T) {
 		}
 	}
 	var left []*Sandbox
+	defer func() {
+		for _, sb := range left {
+			t.Logf("left: %s %s %s created %s", sb.ID, sb.Name, sb.State, sb.CreatedAt.Format(time.RFC3339Nano))
+		}
+	}()
 	waitFor(t, time.Minute, "containers of cancelled creates to be removed", func() bool {
 		var err error
 		left, err = m.List(context.Background())
