@@ -692,19 +692,24 @@ func TestRunContextCancel(t *testing.T) {
 	sb := newBusybox(t, m, CreateOptions{})
 	ctx := context.Background()
 
-	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	// Cancel only once the command runs: a context that ends before Exec
+	// has started it fails the call without a command.
+	cctx, cancel := context.WithCancel(ctx)
+	cancelWhenRunning(t, m, sb.ID, cancel)
 	res, err := m.Run(cctx, sb.ID, ExecOptions{Command: "sleep", Args: []string{"1000"}, KillOnCancel: true})
 	cancel()
-	is.True(errors.Is(err, context.DeadlineExceeded)) // the context's error
+	is.True(errors.Is(err, context.Canceled)) // the context's error
 	is.True(res != nil)
 	done, err := m.WaitCommand(ctx, sb.ID, res.Command.ID)
 	is.NoErr(err)
 	is.Equal(done.State, CommandKilled) // KillOnCancel killed it
 
 	cctx, cancel = context.WithCancel(ctx)
-	time.AfterFunc(300*time.Millisecond, cancel)
+	cancelWhenRunning(t, m, sb.ID, cancel)
 	res, err = m.Run(cctx, sb.ID, ExecOptions{Command: "sleep", Args: []string{"1000"}})
+	cancel()
 	is.True(errors.Is(err, context.Canceled))
+	is.True(res != nil)
 	cur, err := m.Command(ctx, sb.ID, res.Command.ID)
 	is.NoErr(err)
 	is.Equal(cur.State, CommandRunning) // without KillOnCancel it keeps running
@@ -719,6 +724,37 @@ func TestRunContextCancel(t *testing.T) {
 	is.True(errors.Is(err, context.Canceled)) // WaitCommand gives up, does not kill
 	_, err = m.KillCommand(ctx, sb.ID, c.ID, 9)
 	is.NoErr(err)
+}
+
+// cancelWhenRunning calls cancel once the sandbox has a running command, or
+// when the test ends.
+func cancelWhenRunning(t *testing.T, m *Manager, sandboxID string, cancel context.CancelFunc) {
+	t.Helper()
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-finished })
+	go func() {
+		defer close(finished)
+		defer cancel()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			cmds, err := m.Commands(context.Background(), sandboxID)
+			if err != nil {
+				continue
+			}
+			for _, c := range cmds {
+				if c.State == CommandRunning {
+					return
+				}
+			}
+		}
+	}()
 }
 
 func TestParseSignal(t *testing.T) {

@@ -174,6 +174,12 @@ func TestLifecycle(t *testing.T) {
 	is.Equal(netw.MainPort, "8080/tcp")
 	is.Equal(netw.Ports["8080/tcp"], sb.PortMap["8080/tcp"])
 
+	// The engine reports a container running once runc has started it, which
+	// can be before its init handles signals; a SIGTERM in that window is
+	// lost (as with docker run --init; docker stop). A command that ran
+	// shows the keep-alive is up.
+	_, err = m.Run(ctx, sb.ID, ExecOptions{Command: "true"})
+	is.NoErr(err)
 	st, err := m.Stop(ctx, sb.ID)
 	is.NoErr(err)
 	is.Equal(st.State, StateStopped)
