@@ -9,6 +9,7 @@
 //	opensbx-agent serve [flags] [-- main command...]
 //	opensbx-agent connect [-socket NAME]
 //	opensbx-agent version
+//	opensbx-agent install DIR
 //
 // serve is the sandbox's long-lived daemon, run as root as the container's
 // main process under the engine's init. It listens on an abstract unix
@@ -23,6 +24,10 @@
 // stdout, until either side closes; the Manager runs it as an exec to open
 // its session. It exits with 69 when no agent is running, 77 when the agent
 // refused the connecting user (not root), 75 when the agent is busy.
+//
+// install copies the program itself to DIR/opensbx-agent (mode 0755): the
+// init container of a Kubernetes sandbox runs it from the agent image to
+// put the agent into the volume the sandbox's container runs it from.
 package main
 
 import (
@@ -52,6 +57,7 @@ const usage = `usage:
   opensbx-agent serve [flags] [-- main command...]
   opensbx-agent connect [-socket NAME]
   opensbx-agent version
+  opensbx-agent install DIR
 `
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -66,6 +72,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return connect(args[1:], stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "opensbx-agent %s protocol %d\n", selfVersion(), wire.ProtocolVersion)
+		return 0
+	case "install":
+		if len(args) != 2 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		if err := install(args[1]); err != nil {
+			fmt.Fprintf(stderr, "opensbx-agent install: %v\n", err)
+			return 1
+		}
 		return 0
 	}
 	fmt.Fprint(stderr, usage)
@@ -84,6 +100,33 @@ func selfVersion() string {
 		return "unknown"
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// install copies this program to dir/opensbx-agent through a temporary
+// file renamed into place, so that a reader never sees half of it.
+func install(dir string) error {
+	src, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(dir, ".opensbx-agent-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, src); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dir+"/opensbx-agent")
 }
 
 func serve(args []string, stderr io.Writer) int {
