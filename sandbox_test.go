@@ -387,7 +387,10 @@ func TestShellLessImageWithCommand(t *testing.T) {
 	is.Equal(res.State, StateRunning)
 	st, err := m.Stop(ctx, res.ID)
 	is.NoErr(err)
-	is.Equal(st.ExitCode, 0) // /app exits cleanly on SIGTERM forwarded by the init
+	// The init forwarded SIGTERM: /app exits cleanly (0), or, when the signal
+	// came before its Go runtime installed the handler, dies of it (143);
+	// an unforwarded one would end in the engine's SIGKILL (137).
+	is.True(st.ExitCode == 0 || st.ExitCode == 143)
 }
 
 func TestTTLExpiryStops(t *testing.T) {

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -589,16 +590,31 @@ func TestMCPExecWaitSendsProgress(t *testing.T) {
 	is.NoErr(json.Unmarshal(b, &out))
 	is.Equal(out["stdout"], "first\n")
 	is.Equal(out["stderr"], "second\n")
+	// The client handles notifications apart from the result: the last one
+	// may arrive after it, and in any order.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		got := slices.ContainsFunc(notes, func(n *mcp.ProgressNotificationParams) bool { return n.Message == "second\n" })
+		mu.Unlock()
+		if got {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("no progress notification with the second line")
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
+	sorted := slices.Clone(notes)
+	slices.SortFunc(sorted, func(a, b *mcp.ProgressNotificationParams) int { return cmp.Compare(a.Progress, b.Progress) })
 	var last float64
-	for _, n := range notes {
+	for _, n := range sorted {
 		is.Equal(n.ProgressToken, "tok-1")
 		is.True(n.Progress > last) // progress increases
 		last = n.Progress
 	}
-	is.Equal(notes[len(notes)-1].Message, "second\n")
-	is.Equal(notes[len(notes)-1].Meta["stream"], "stderr")
+	is.Equal(sorted[len(sorted)-1].Message, "second\n")
+	is.Equal(sorted[len(sorted)-1].Meta["stream"], "stderr")
 }
 
 func TestMCPExecWaitBoundsOutput(t *testing.T) {
