@@ -319,6 +319,12 @@ func (m *Manager) ensureImage(ctx context.Context, ref string, pull bool) (engin
 	if err != nil {
 		return engine.Image{}, err
 	}
+	if m.onKubernetes() {
+		// The kubelet pulls by the sandbox's pull policy; a missing image
+		// fails the start (ErrImageNotFound). Its configuration is not
+		// known here.
+		return engine.Image{ID: target, RepoTags: []string{target}}, nil
+	}
 	img, err := m.engine.ImageInspect(ctx, target)
 	if err == nil {
 		return img, nil

@@ -67,6 +67,12 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 	switch {
 	case cfg.engine != nil:
 		m.engine = cfg.engine
+	case cfg.kube != nil:
+		e, err := kubeEngine(cfg.kube)
+		if err != nil {
+			return nil, fmt.Errorf("opensbx: %w", err)
+		}
+		m.engine = e
 	case cfg.client != nil:
 		m.engine = engine.NewDocker(cfg.client, false)
 	default:
@@ -93,6 +99,9 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 		if !errors.Is(err, ErrUnavailable) {
 			err = sbxerr.Wrap(ErrUnavailable, err)
 		}
+		if cfg.kube != nil {
+			return fail(fmt.Errorf("cannot reach the Kubernetes API server: %w", err))
+		}
 		return fail(fmt.Errorf("cannot reach the Docker engine (is dockerd running? scripts/docker-up.sh starts one): %w", err))
 	}
 	infoCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -101,11 +110,15 @@ func New(ctx context.Context, opts ...Option) (*Manager, error) {
 	if err != nil {
 		return fail(fmt.Errorf("engine info: %w", err))
 	}
-	if cfg.runtime != "" && !m.hasRuntime(cfg.runtime) {
+	if m.onKubernetes() {
+		if err := m.kubeSetup(); err != nil {
+			return fail(err)
+		}
+	} else if cfg.runtime != "" && !m.hasRuntime(cfg.runtime) {
 		return fail(sbxerr.New(ErrUnsupported, "runtime %q is not registered with the engine (it has %s); "+
 			"scripts/docker-up.sh registers runsc", cfg.runtime, strings.Join(m.info.Runtimes, ", ")))
 	}
-	if cfg.diskQuota > 0 && !(m.info.StorageDriver == "overlay2" && m.info.BackingFS == "xfs") &&
+	if cfg.diskQuota > 0 && !m.onKubernetes() && !(m.info.StorageDriver == "overlay2" && m.info.BackingFS == "xfs") &&
 		m.info.StorageDriver != "devicemapper" && m.info.StorageDriver != "btrfs" && m.info.StorageDriver != "zfs" {
 		return fail(sbxerr.New(ErrUnsupported, "a disk quota needs overlay2 on xfs with pquota, devicemapper, btrfs or zfs; "+
 			"this engine has %s on %s", m.info.StorageDriver, m.info.BackingFS))

@@ -73,6 +73,10 @@ func (m *Manager) setupNetwork(ctx context.Context) error {
 		m.net.status.Reason = "network isolation is off (WithNetworkIsolation(false))"
 		return nil
 	}
+	if m.onKubernetes() {
+		m.net.status.Reason = "on Kubernetes, the sandboxes' network isolation is the cluster's NetworkPolicy"
+		return nil
+	}
 	n, err := m.engine.NetworkEnsure(ctx, engine.NetworkSpec{
 		Name:       isolatedNetwork,
 		BridgeName: isolatedBridge,

@@ -59,6 +59,7 @@ const (
 type config struct {
 	client         DockerClient
 	engine         engine.Engine // set by tests (withEngine); wins over client
+	kube           *KubernetesConfig
 	clock          clock.Clock
 	pool           []PoolTemplate
 	poolMax        int

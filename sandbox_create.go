@@ -28,6 +28,9 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (*CreateResult
 	}
 	defer done()
 	o, err := m.normalize(opts)
+	if err == nil && m.onKubernetes() {
+		err = kubeCheck(o)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)
 	}
@@ -216,7 +219,7 @@ func (m *Manager) makeContainer(ctx context.Context, cs engine.ContainerSpec, o 
 			argv0 = main[0]
 		}
 	}
-	if argv0 != "" {
+	if argv0 != "" && !m.onKubernetes() { // a Pod has no files before it runs; the agent reports a missing program
 		found, err := m.hasExecutable(ctx, id, argv0, searchPath(o.Env, img.Env))
 		if err != nil {
 			return "", err
@@ -279,6 +282,11 @@ func (m *Manager) removeLate(name string) {
 func (m *Manager) agentFor(ctx context.Context, o CreateOptions) (string, string, error) {
 	if !m.cfg.agent {
 		return "", "", nil
+	}
+	if m.onKubernetes() {
+		// The engine installs the agent from its image (Mount.Agent).
+		version, _, err := m.agentVersion()
+		return "opensbx-agent", version, err
 	}
 	return m.ensureAgentVolume(ctx, o.Image)
 }

@@ -123,7 +123,7 @@ func (m *Manager) containerSpec(o CreateOptions, img engine.Image, name, spec, a
 			user = img.User
 		}
 		cs.Entrypoint, cs.Cmd, cs.User = m.agentServe(user, mainCommand(o, img)), nil, "0"
-		cs.Mounts = append(cs.Mounts, engine.Mount{Volume: agentVol, Target: agentDir, ReadOnly: true})
+		cs.Mounts = append(cs.Mounts, engine.Mount{Volume: agentVol, Target: agentDir, ReadOnly: true, Agent: true})
 		labels[labelAgent] = agentVersion
 	case o.KeepImageCommand:
 	case len(o.Command) == 0 && len(o.Entrypoint) == 0:

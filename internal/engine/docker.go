@@ -95,6 +95,7 @@ func (d *Docker) Info(ctx context.Context) (Info, error) {
 		return Info{}, Classify(err)
 	}
 	out := Info{
+		Backend:       BackendDocker,
 		Local:         strings.HasPrefix(d.c.DaemonHost(), "unix://"),
 		Arch:          goArch(i.Architecture),
 		OS:            i.OSType,

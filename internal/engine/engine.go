@@ -112,6 +112,8 @@ type Engine interface {
 
 // Info describes an engine.
 type Info struct {
+	// Backend is the kind of engine: BackendDocker or BackendKubernetes.
+	Backend string
 	// Arch is the engine host's CPU architecture in Go's terms ("amd64").
 	Arch string
 	// OS is the engine host's operating system ("linux").
@@ -130,6 +132,12 @@ type Info struct {
 	CgroupVersion string
 }
 
+// The kinds of engine (Info.Backend).
+const (
+	BackendDocker     = "docker"
+	BackendKubernetes = "kubernetes"
+)
+
 // Resources are a container's limits.
 type Resources struct {
 	// MemoryBytes is the memory limit, also the memory+swap limit (no swap).
@@ -146,6 +154,10 @@ type Mount struct {
 	Target string
 	// ReadOnly mounts it read-only.
 	ReadOnly bool
+	// Agent marks the mount of the agent program. The Docker engine mounts
+	// Volume, which the Manager filled; an engine without such volumes
+	// (Kubernetes) puts the program at Target itself.
+	Agent bool
 }
 
 // Ulimit is one resource limit of a container's processes.

@@ -254,7 +254,7 @@ func (e *Engine) Info(ctx context.Context) (engine.Info, error) {
 	if err := e.enter("Info", ""); err != nil {
 		return engine.Info{}, err
 	}
-	return engine.Info{Arch: "amd64", OS: "linux", Version: "fake", Runtimes: []string{"runc"}, StorageDriver: "fake", CgroupVersion: "1"}, nil
+	return engine.Info{Backend: engine.BackendDocker, Arch: "amd64", OS: "linux", Version: "fake", Runtimes: []string{"runc"}, StorageDriver: "fake", CgroupVersion: "1"}, nil
 }
 
 // Close does nothing.

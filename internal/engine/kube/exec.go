@@ -1,0 +1,247 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/sbxerr"
+)
+
+// Exec runs a process in the sandbox's container over the pod exec stream.
+// The stream lives until the process ends or Close, not until ctx ends
+// (like the Docker engine's hijacked connection). A pod exec runs as the
+// container's user, in its working directory, with its environment: an
+// ExecSpec that asks for other ones is ErrUnsupported (the agent runs
+// commands as any user).
+func (k *Kube) Exec(ctx context.Context, id string, spec engine.ExecSpec) (engine.Exec, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	if len(spec.Cmd) == 0 {
+		return nil, sbxerr.Invalid("exec: no command")
+	}
+	if (spec.User != "" && spec.User != "0" && spec.User != "root") || len(spec.Env) > 0 || spec.WorkingDir != "" {
+		return nil, unsupported("an engine exec with its own user, environment or working directory (commands go through the agent)")
+	}
+	req := k.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(k.cfg.Namespace).Name(podName(id)).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: containerName, Command: spec.Cmd, Stdin: spec.Stdin, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ws, err := remotecommand.NewWebSocketExecutor(k.rest, "GET", req.URL().String())
+	if err != nil {
+		return nil, classify(err)
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(k.rest, "POST", req.URL())
+	if err != nil {
+		return nil, classify(err)
+	}
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	x := &kubeExec{id: newID(), cancel: cancel, done: make(chan struct{}), deadline: newDeadline()}
+	x.outR, x.outW = io.Pipe()
+	x.errR, x.errW = io.Pipe()
+	opts := remotecommand.StreamOptions{Stdout: x.outW, Stderr: x.errW}
+	if spec.Stdin {
+		x.inR, x.inW = io.Pipe()
+		opts.Stdin = x.inR
+	}
+	k.track(x)
+	go func() {
+		err := ex.StreamWithContext(sctx, opts)
+		x.finish(err)
+		k.ended(x)
+	}()
+	return x, nil
+}
+
+// ExecInspect reports whether an exec runs and, once it ended, its exit
+// status (-1 when its stream broke before the process ended).
+func (k *Kube) ExecInspect(ctx context.Context, execID string) (engine.ExecStatus, error) {
+	k.mu.Lock()
+	x := k.execs[execID]
+	k.mu.Unlock()
+	if x == nil {
+		return engine.ExecStatus{}, sbxerr.NotFound("exec %q", execID)
+	}
+	select {
+	case <-x.done:
+		return engine.ExecStatus{ExitCode: x.code}, nil
+	default:
+		return engine.ExecStatus{Running: true}, nil
+	}
+}
+
+// kubeExec is one pod exec stream.
+type kubeExec struct {
+	id     string
+	cancel context.CancelFunc
+
+	outR, errR *io.PipeReader
+	outW, errW *io.PipeWriter
+	inR        *io.PipeReader // nil without stdin
+	inW        *io.PipeWriter
+
+	done chan struct{} // closed when the stream ended
+	code int           // the exit status, once done
+	err  error         // the stream's error, when it broke
+
+	wmu      sync.Mutex // one Write at a time
+	dmu      sync.Mutex
+	deadline *deadline // the current write deadline
+	timer    *time.Timer
+}
+
+// deadline is closed once, when a write deadline passed.
+type deadline struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
+func (d *deadline) pass()    { d.once.Do(func() { close(d.ch) }) }
+
+// exitStatus is what the exec stream's error says about the process.
+type exitStatus interface{ ExitStatus() int }
+
+// finish records how the stream ended and unblocks its readers and writers.
+func (x *kubeExec) finish(err error) {
+	var es exitStatus
+	switch {
+	case err == nil:
+		x.code = 0
+	case errors.As(err, &es):
+		x.code = es.ExitStatus()
+	default:
+		x.code, x.err = -1, classify(err)
+	}
+	x.outW.CloseWithError(x.err)
+	x.errW.CloseWithError(x.err)
+	if x.inR != nil {
+		x.inR.CloseWithError(io.ErrClosedPipe)
+	}
+	close(x.done)
+}
+
+func (x *kubeExec) ID() string { return x.id }
+
+// Output copies the process's stdout and stderr until both end. It returns
+// the stream's error when the stream broke (not the exit status).
+func (x *kubeExec) Output(stdout, stderr io.Writer) error {
+	var wg sync.WaitGroup
+	var errOut error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, errOut = io.Copy(stderr, x.errR)
+		if errOut != nil {
+			x.errR.CloseWithError(errOut)
+		}
+	}()
+	_, err := io.Copy(stdout, x.outR)
+	if err != nil {
+		x.outR.CloseWithError(err)
+	}
+	wg.Wait()
+	<-x.done
+	if err == nil {
+		err = errOut
+	}
+	if err == nil {
+		err = x.err
+	}
+	return err
+}
+
+// Write writes to the process's stdin, giving up at the write deadline.
+func (x *kubeExec) Write(p []byte) (int, error) {
+	if x.inW == nil {
+		return 0, sbxerr.Invalid("exec has no stdin")
+	}
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+	x.dmu.Lock()
+	dl := x.deadline
+	x.dmu.Unlock()
+	select {
+	case <-dl.ch:
+		return 0, os.ErrDeadlineExceeded
+	default:
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		n, err := x.inW.Write(p)
+		res <- result{n, err}
+	}()
+	select {
+	case r := <-res:
+		return r.n, r.err
+	case <-dl.ch:
+		// A write cut short leaves the stream's framing unknown: end it.
+		x.Close()
+		r := <-res
+		if r.err == nil {
+			return r.n, nil
+		}
+		return r.n, os.ErrDeadlineExceeded
+	}
+}
+
+// CloseWrite ends the process's stdin.
+func (x *kubeExec) CloseWrite() error {
+	if x.inW == nil {
+		return nil
+	}
+	return x.inW.Close()
+}
+
+// SetWriteDeadline sets when a blocked Write gives up (zero: never).
+func (x *kubeExec) SetWriteDeadline(t time.Time) error {
+	x.dmu.Lock()
+	defer x.dmu.Unlock()
+	if x.timer != nil {
+		x.timer.Stop()
+		x.timer = nil
+	}
+	select {
+	case <-x.deadline.ch:
+		x.deadline = newDeadline() // passed before: arm anew
+	default:
+	}
+	if t.IsZero() {
+		return nil
+	}
+	dl := x.deadline
+	d := time.Until(t)
+	if d <= 0 {
+		dl.pass()
+		return nil
+	}
+	x.timer = time.AfterFunc(d, dl.pass)
+	return nil
+}
+
+// Close ends the stream (the process may go on in the pod, as with Docker).
+func (x *kubeExec) Close() error {
+	x.cancel()
+	if x.inW != nil {
+		x.inW.CloseWithError(io.ErrClosedPipe)
+	}
+	return nil
+}

@@ -1,0 +1,571 @@
+// Package kube is the Kubernetes engine: the engine.Engine of a Manager
+// whose sandboxes are Pods on a cluster instead of containers on one Docker
+// engine. A sandbox is one Pod with one container, labelled and annotated
+// like the Docker engine's containers, running the same agent as its
+// keep-alive (installed from the agent image by an init container); the
+// agent's channel rides the pod exec stream (WebSocket, SPDY as fallback).
+//
+// What a cluster cannot do the engine refuses with ErrUnsupported, never
+// pretending: pausing, stopping and starting again (a Pod runs once),
+// engine archives and paths (files go through the agent), images (the
+// kubelet pulls for itself), engine networks and volumes, and stats (the
+// agent reads its cgroup). The Manager checks Info.Backend and keeps such
+// calls from reaching it where it can say more.
+package kube
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/opensbx/opensbx/internal/agent/image"
+	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/poll"
+	"github.com/opensbx/opensbx/internal/sbxerr"
+)
+
+// Config configures the Kubernetes engine.
+type Config struct {
+	// Rest is the cluster's client configuration.
+	Rest *rest.Config
+	// Namespace is the Kubernetes namespace the sandboxes' pods live in.
+	Namespace string
+	// AgentImage is the image holding the agent (internal/agent/image);
+	// empty, Info sets the one of the nodes' architecture.
+	AgentImage string
+	// PullPolicy is the sandboxes' image pull policy ("" is IfNotPresent).
+	PullPolicy corev1.PullPolicy
+	// StartTimeout bounds how long Start waits for a pod to run (default 2
+	// minutes: a cold image pull may be in it).
+	StartTimeout time.Duration
+	// CPURequestMilli and MemoryRequestBytes cap what a sandbox requests
+	// of the scheduler (defaults 10 millicores, 16 MiB); its limits are
+	// what it asked for.
+	CPURequestMilli    int64
+	MemoryRequestBytes int64
+}
+
+// Kube is the Kubernetes engine.
+type Kube struct {
+	cfg  Config
+	cs   kubernetes.Interface
+	rest *rest.Config
+
+	mu    sync.Mutex
+	execs map[string]*kubeExec // by exec id, running and lately finished
+	done  []string             // finished exec ids, oldest first
+}
+
+var _ engine.Engine = (*Kube)(nil)
+
+// New makes the engine for cfg.
+func New(cfg Config) (*Kube, error) {
+	if cfg.Rest == nil {
+		return nil, sbxerr.Invalid("kubernetes: no client configuration")
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = "default"
+	}
+	if cfg.PullPolicy == "" {
+		cfg.PullPolicy = corev1.PullIfNotPresent
+	}
+	switch cfg.PullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return nil, sbxerr.Invalid("kubernetes: pull policy %q (want Always, IfNotPresent or Never)", cfg.PullPolicy)
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 2 * time.Minute
+	}
+	if cfg.CPURequestMilli <= 0 {
+		cfg.CPURequestMilli = 10
+	}
+	if cfg.MemoryRequestBytes <= 0 {
+		cfg.MemoryRequestBytes = 16 << 20
+	}
+	rc := rest.CopyConfig(cfg.Rest)
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = 200, 400 // sandboxes by the hundred
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, sbxerr.Invalid("kubernetes: %v", err)
+	}
+	return &Kube{cfg: cfg, cs: cs, rest: rc, execs: map[string]*kubeExec{}}, nil
+}
+
+// classify marks an API error with the matching Opensbx sentinel.
+func classify(err error) error {
+	var se apierrors.APIStatus
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case apierrors.IsNotFound(err):
+		return sbxerr.Wrap(sbxerr.ErrNotFound, err)
+	case apierrors.IsAlreadyExists(err), apierrors.IsConflict(err):
+		return sbxerr.Wrap(sbxerr.ErrConflict, err)
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		return sbxerr.Wrap(sbxerr.ErrInvalid, err)
+	case apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
+		return sbxerr.Wrap(sbxerr.ErrUnauthorized, err)
+	case apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), apierrors.IsTooManyRequests(err):
+		return sbxerr.Wrap(sbxerr.ErrUnavailable, err)
+	case errors.As(err, &se):
+		return err
+	}
+	// Not an API answer: the cluster could not be reached.
+	return sbxerr.Wrap(sbxerr.ErrUnavailable, err)
+}
+
+// unsupported is the error of what a cluster cannot do.
+func unsupported(what string) error {
+	return sbxerr.New(sbxerr.ErrUnsupported, "%s is not supported on Kubernetes", what)
+}
+
+// checkID refuses anything but a full id before a request is made.
+func checkID(id string) error {
+	if !engine.IsFullID(id) {
+		return sbxerr.NotFound("container %q: not a full id", id)
+	}
+	return nil
+}
+
+// Ping checks that the API server answers and is ready.
+func (k *Kube) Ping(ctx context.Context) error {
+	err := k.cs.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+	if err != nil {
+		return sbxerr.Wrap(sbxerr.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Info describes the cluster: its version and its nodes' architecture.
+func (k *Kube) Info(ctx context.Context) (engine.Info, error) {
+	v, err := k.cs.Discovery().ServerVersion()
+	if err != nil {
+		return engine.Info{}, classify(err)
+	}
+	out := engine.Info{Backend: engine.BackendKubernetes, OS: "linux", Version: v.GitVersion, Arch: "amd64"}
+	nodes, err := k.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1})
+	if err == nil && len(nodes.Items) > 0 {
+		out.Arch = nodes.Items[0].Status.NodeInfo.Architecture
+		out.OS = nodes.Items[0].Status.NodeInfo.OperatingSystem
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cfg.AgentImage == "" {
+		ref, err := image.Ref(out.Arch)
+		if err != nil {
+			return engine.Info{}, sbxerr.New(sbxerr.ErrUnsupported, "no agent for the nodes' architecture %q: %v", out.Arch, err)
+		}
+		k.cfg.AgentImage = ref
+	}
+	return out, nil
+}
+
+// Close releases nothing: the client holds no connection of its own.
+func (k *Kube) Close() error {
+	k.mu.Lock()
+	execs := make([]*kubeExec, 0, len(k.execs))
+	for _, x := range k.execs {
+		execs = append(execs, x)
+	}
+	k.mu.Unlock()
+	for _, x := range execs {
+		x.Close()
+	}
+	return nil
+}
+
+// newID returns a fresh container id: 64 hex digits, like Docker's.
+func newID() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Create makes the pod of a new container. A pod runs as soon as it is
+// made; Start waits for it. The name is refused (ErrConflict) when a pod of
+// ours already has it.
+func (k *Kube) Create(ctx context.Context, spec engine.ContainerSpec) (string, error) {
+	if spec.Name != "" {
+		list, err := k.cs.CoreV1().Pods(k.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labelSandbox + "=true," + labelNameKey + "=" + nameKey(spec.Name)})
+		if err != nil {
+			return "", classify(err)
+		}
+		for i := range list.Items {
+			if c, ok := containerOf(&list.Items[i]); ok && c.Name == spec.Name {
+				return "", sbxerr.Conflict("container name %q is taken", spec.Name)
+			}
+		}
+	}
+	id := newID()
+	k.mu.Lock()
+	agentImage := k.cfg.AgentImage
+	k.mu.Unlock()
+	pod, err := k.podFor(id, spec, agentImage)
+	if err != nil {
+		return "", err
+	}
+	if _, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return "", classify(err)
+	}
+	return id, nil
+}
+
+// get reads the pod of container id.
+func (k *Kube) get(ctx context.Context, id string) (*corev1.Pod, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	p, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+	if err != nil {
+		return nil, classify(err)
+	}
+	if p.Annotations[annID] != id || p.Labels[labelSandbox] != "true" {
+		return nil, sbxerr.NotFound("container %s", id)
+	}
+	return p, nil
+}
+
+// Start waits until the pod of container id runs its container. A pod that
+// ran and ended cannot run again (ErrUnsupported); an image that cannot be
+// had is ErrImageNotFound.
+func (k *Kube) Start(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.StartTimeout)
+	defer cancel()
+	var last *corev1.Pod
+	err := poll.Until(ctx, poll.Backoff{Min: 10 * time.Millisecond, Max: 200 * time.Millisecond}, func() (bool, error) {
+		p, err := k.get(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		last = p
+		st, _ := stateOf(p)
+		switch st.Status {
+		case "running":
+			return true, nil
+		case "exited", "removing":
+			if st.StartedAt.IsZero() {
+				return false, fmt.Errorf("the pod ended before it ran: %s", p.Status.Message)
+			}
+			return false, unsupported("starting a sandbox that stopped")
+		}
+		if err := waitingProblem(p); err != nil {
+			return false, err
+		}
+		return false, nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) && last != nil {
+		return fmt.Errorf("pod %s did not run within %s (phase %s): %w", last.Name, k.cfg.StartTimeout, last.Status.Phase, err)
+	}
+	return err
+}
+
+// Stop is not supported: a pod cannot stop and start again.
+func (k *Kube) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	return unsupported("stopping a sandbox")
+}
+
+// Restart is not supported.
+func (k *Kube) Restart(ctx context.Context, id string, timeout time.Duration) error {
+	return unsupported("restarting a sandbox")
+}
+
+// Pause is not supported: Kubernetes has no freezer API.
+func (k *Kube) Pause(ctx context.Context, id string) error { return unsupported("pausing a sandbox") }
+
+// Unpause is not supported.
+func (k *Kube) Unpause(ctx context.Context, id string) error {
+	return unsupported("resuming a sandbox")
+}
+
+// Rename changes the container's name (an annotation and its name key).
+func (k *Kube) Rename(ctx context.Context, id, name string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	list, err := k.cs.CoreV1().Pods(k.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labelSandbox + "=true," + labelNameKey + "=" + nameKey(name)})
+	if err != nil {
+		return classify(err)
+	}
+	for i := range list.Items {
+		if c, ok := containerOf(&list.Items[i]); ok && c.Name == name && c.ID != id {
+			return sbxerr.Conflict("container name %q is taken", name)
+		}
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"annotations": map[string]string{annName: name},
+		"labels":      map[string]string{labelNameKey: nameKey(name)},
+	}})
+	if err != nil {
+		return err
+	}
+	_, err = k.cs.CoreV1().Pods(k.cfg.Namespace).Patch(ctx, podName(id), types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	return classify(err)
+}
+
+// Update resizes the running container in place (the pod's resize
+// subresource); a cluster that cannot answers ErrUnsupported.
+func (k *Kube) Update(ctx context.Context, id string, r engine.Resources) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	res := k.resources(r)
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"containers": []map[string]any{{
+		"name": containerName, "resources": res,
+	}}}})
+	if err != nil {
+		return err
+	}
+	_, err = k.cs.CoreV1().Pods(k.cfg.Namespace).Patch(ctx, podName(id), types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "resize")
+	if apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) || apierrors.IsInvalid(err) {
+		if _, gerr := k.get(ctx, id); gerr != nil {
+			return gerr
+		}
+		return sbxerr.New(sbxerr.ErrUnsupported, "resizing a sandbox in place: %v", err)
+	}
+	return classify(err)
+}
+
+// Remove deletes the pod at once and waits until it is gone.
+func (k *Kube) Remove(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	zero := int64(0)
+	err := k.cs.CoreV1().Pods(k.cfg.Namespace).Delete(ctx, podName(id), metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	if err != nil {
+		return classify(err)
+	}
+	return poll.Until(ctx, poll.Backoff{Min: 10 * time.Millisecond, Max: 200 * time.Millisecond}, func() (bool, error) {
+		_, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, classify(err)
+	})
+}
+
+// Inspect describes a container.
+func (k *Kube) Inspect(ctx context.Context, id string) (engine.Container, error) {
+	p, err := k.get(ctx, id)
+	if err != nil {
+		return engine.Container{}, err
+	}
+	c, ok := containerOf(p)
+	if !ok {
+		return engine.Container{}, sbxerr.NotFound("container %s", id)
+	}
+	return c, nil
+}
+
+// List lists the containers carrying all labels.
+func (k *Kube) List(ctx context.Context, labels map[string]string) ([]engine.Container, error) {
+	var out []engine.Container
+	opts := metav1.ListOptions{LabelSelector: selector(labels), Limit: 500}
+	for {
+		list, err := k.cs.CoreV1().Pods(k.cfg.Namespace).List(ctx, opts)
+		if err != nil {
+			return nil, classify(err)
+		}
+		for i := range list.Items {
+			if c, ok := containerOf(&list.Items[i]); ok && matches(c.Labels, labels) {
+				out = append(out, c)
+			}
+		}
+		if list.Continue == "" {
+			return out, nil
+		}
+		opts.Continue = list.Continue
+	}
+}
+
+// Stats is not supported: the agent reads the sandbox's cgroup.
+func (k *Kube) Stats(ctx context.Context, id string, stream bool, fn func(engine.StatsSample) error) error {
+	return unsupported("engine stats")
+}
+
+// Events watches the pods of containers carrying labels and reports what
+// the Docker engine would: create, start, die and destroy.
+func (k *Kube) Events(ctx context.Context, labels map[string]string) (<-chan engine.Event, <-chan error) {
+	evs := make(chan engine.Event, 64)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(evs)
+		w, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: selector(labels)})
+		if err != nil {
+			errc <- classify(err)
+			return
+		}
+		defer w.Stop()
+		last := map[string]string{} // pod name: status seen
+		send := func(c engine.Container, action string) bool {
+			select {
+			case evs <- engine.Event{ContainerID: c.ID, Action: action, Name: c.Name, Labels: c.Labels, Time: time.Now()}:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					errc <- io.EOF
+					return
+				}
+				p, isPod := ev.Object.(*corev1.Pod)
+				if !isPod {
+					if ev.Type == watch.Error {
+						errc <- classify(apierrors.FromObject(ev.Object))
+						return
+					}
+					continue
+				}
+				c, ok := containerOf(p)
+				if !ok || !matches(c.Labels, labels) {
+					continue
+				}
+				prev, seen := last[p.Name]
+				var actions []string
+				switch ev.Type {
+				case watch.Added:
+					if !seen {
+						actions = append(actions, "create")
+					}
+				case watch.Deleted:
+					if prev == "running" {
+						actions = append(actions, "die")
+					}
+					actions = append(actions, "destroy")
+					delete(last, p.Name)
+				}
+				if ev.Type != watch.Deleted {
+					cur := c.State.Status
+					switch {
+					case cur == "running" && prev != "running":
+						actions = append(actions, "start")
+					case prev == "running" && cur != "running":
+						actions = append(actions, "die")
+					}
+					last[p.Name] = cur
+				}
+				for _, a := range actions {
+					if !send(c, a) {
+						errc <- ctx.Err()
+						return
+					}
+				}
+			}
+		}
+	}()
+	return evs, errc
+}
+
+// StatPath is not supported: a sandbox's files go through its agent.
+func (k *Kube) StatPath(ctx context.Context, id, path string) (engine.PathStat, error) {
+	return engine.PathStat{}, unsupported("engine file access (files go through the agent, while the sandbox runs)")
+}
+
+// CopyFrom is not supported.
+func (k *Kube) CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, engine.PathStat, error) {
+	return nil, engine.PathStat{}, unsupported("engine file access (files go through the agent, while the sandbox runs)")
+}
+
+// CopyTo is not supported.
+func (k *Kube) CopyTo(ctx context.Context, id, dir string, r io.Reader) error {
+	return unsupported("engine file access (files go through the agent, while the sandbox runs)")
+}
+
+// Images is not supported: the cluster's nodes pull for themselves.
+func (k *Kube) Images(ctx context.Context) ([]engine.Image, error) {
+	return nil, unsupported("the image API (the cluster's nodes pull images for themselves)")
+}
+
+// ImageInspect is not supported.
+func (k *Kube) ImageInspect(ctx context.Context, ref string) (engine.Image, error) {
+	return engine.Image{}, unsupported("the image API (the cluster's nodes pull images for themselves)")
+}
+
+// ImagePull is not supported.
+func (k *Kube) ImagePull(ctx context.Context, ref string, auth *engine.RegistryAuth, fn func(engine.PullProgress)) error {
+	return unsupported("the image API (the cluster's nodes pull images for themselves)")
+}
+
+// ImageRemove is not supported.
+func (k *Kube) ImageRemove(ctx context.Context, ref string, force bool) error {
+	return unsupported("the image API (the cluster's nodes pull images for themselves)")
+}
+
+// NetworkEnsure is not supported: isolation on a cluster is its network
+// policy's.
+func (k *Kube) NetworkEnsure(ctx context.Context, spec engine.NetworkSpec) (engine.Network, error) {
+	return engine.Network{}, unsupported("engine networks")
+}
+
+// NetworkRemove is not supported.
+func (k *Kube) NetworkRemove(ctx context.Context, name string) error {
+	return unsupported("engine networks")
+}
+
+// Networks is not supported.
+func (k *Kube) Networks(ctx context.Context, labels map[string]string) ([]engine.Network, error) {
+	return nil, unsupported("engine networks")
+}
+
+// VolumeCreate is not supported.
+func (k *Kube) VolumeCreate(ctx context.Context, name string, labels map[string]string) error {
+	return unsupported("engine volumes")
+}
+
+// VolumeRemove is not supported.
+func (k *Kube) VolumeRemove(ctx context.Context, name string) error {
+	return unsupported("engine volumes")
+}
+
+// Volumes is not supported.
+func (k *Kube) Volumes(ctx context.Context, labels map[string]string) ([]engine.Volume, error) {
+	return nil, unsupported("engine volumes")
+}
+
+// keepEnded is how many finished execs ExecInspect still knows.
+const keepEnded = 1024
+
+// track remembers exec x until it has ended and keepEnded more have.
+func (k *Kube) track(x *kubeExec) {
+	k.mu.Lock()
+	k.execs[x.id] = x
+	k.mu.Unlock()
+}
+
+// ended moves exec x to the finished ones, forgetting the oldest.
+func (k *Kube) ended(x *kubeExec) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.done = append(k.done, x.id)
+	for len(k.done) > keepEnded {
+		delete(k.execs, k.done[0])
+		k.done = slices.Delete(k.done, 0, 1)
+	}
+}

@@ -1,0 +1,164 @@
+package opensbx
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/opensbx/opensbx/internal/agent/image"
+	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/engine/kube"
+	"github.com/opensbx/opensbx/internal/sbxerr"
+)
+
+// KubernetesConfig configures a Manager whose sandboxes are Pods on a
+// Kubernetes cluster instead of containers on a Docker engine
+// (WithKubernetes).
+//
+// A sandbox is one Pod in Namespace, labelled and annotated like the Docker
+// backend's containers, running the agent as its keep-alive; the agent is
+// installed from AgentImage by an init container, and its channel rides the
+// pod exec stream. Commands, output, stdin, kill, files, TTLs and renewals
+// work as on Docker. What a cluster cannot do fails with ErrUnsupported:
+// pausing, resuming, stopping, starting and restarting a sandbox (a Pod runs
+// once; an expired sandbox is deleted), the image API (the nodes pull for
+// themselves), egress allow-lists and engine networks (isolation on a
+// cluster is its NetworkPolicy's), KeepImageCommand and the image's own
+// USER (the cluster does not tell image configurations), WithAgent(false),
+// and the files of a sandbox that is not running.
+type KubernetesConfig struct {
+	// Kubeconfig is the path of a kubeconfig file. Empty: $KUBECONFIG, and
+	// without it the in-cluster configuration of a Manager running in a Pod.
+	Kubeconfig string
+	// Context is the kubeconfig context to use; empty: its current one.
+	Context string
+	// Namespace is the Kubernetes namespace of the sandboxes' Pods
+	// ("default" when empty). It must exist.
+	Namespace string
+	// AgentImage is the image the agent is installed from. Empty: the
+	// reference AgentImageRef gives for the nodes' architecture, which the
+	// nodes must have or be able to pull (WriteAgentImage writes it).
+	AgentImage string
+	// PullPolicy is the sandbox images' pull policy: "IfNotPresent" (when
+	// empty), "Always" or "Never".
+	PullPolicy string
+}
+
+// WithKubernetes runs the Manager's sandboxes on a Kubernetes cluster (see
+// KubernetesConfig) instead of a Docker engine.
+func WithKubernetes(c KubernetesConfig) Option {
+	return func(cfg *config) error {
+		switch c.PullPolicy {
+		case "", "IfNotPresent", "Always", "Never":
+		default:
+			return sbxerr.Invalid("kubernetes pull policy %q (want IfNotPresent, Always or Never)", c.PullPolicy)
+		}
+		if c.Namespace != "" && !validKubeNamespace(c.Namespace) {
+			return sbxerr.Invalid("kubernetes namespace %q (want a DNS label)", c.Namespace)
+		}
+		cfg.kube = &c
+		return nil
+	}
+}
+
+// validKubeNamespace reports whether s is a valid Kubernetes namespace name.
+func validKubeNamespace(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(s)-1
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// kubeEngine makes the Kubernetes engine of c.
+func kubeEngine(c *KubernetesConfig) (engine.Engine, error) {
+	rc, err := kubeRestConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return kube.New(kube.Config{
+		Rest:       rc,
+		Namespace:  c.Namespace,
+		AgentImage: c.AgentImage,
+		PullPolicy: corev1.PullPolicy(c.PullPolicy),
+	})
+}
+
+// kubeRestConfig loads the client configuration c names.
+func kubeRestConfig(c *KubernetesConfig) (*rest.Config, error) {
+	path := c.Kubeconfig
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, sbxerr.Invalid("kubernetes: no kubeconfig given, $KUBECONFIG is empty and not in a cluster: %v", err)
+		}
+		return rc, nil
+	}
+	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: path}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: c.Context}).ClientConfig()
+	if err != nil {
+		return nil, sbxerr.Invalid("kubernetes: kubeconfig %s: %v", path, err)
+	}
+	return rc, nil
+}
+
+// AgentImageRef is the reference of the agent image for a CPU architecture
+// ("amd64", "arm64"): what a Kubernetes backend installs the agent from
+// unless KubernetesConfig.AgentImage names another.
+func AgentImageRef(arch string) (string, error) {
+	ref, err := image.Ref(arch)
+	if err != nil {
+		return "", sbxerr.New(ErrUnsupported, "agent image: %v", err)
+	}
+	return ref, nil
+}
+
+// WriteAgentImage writes the agent image for arch, tagged ref
+// (AgentImageRef when empty), to w as a `docker save` archive: load it into
+// the nodes (`ctr -n k8s.io images import`) or into Docker to push it to
+// the cluster's registry. It builds nothing: the agent is embedded.
+func WriteAgentImage(w io.Writer, arch, ref string) error {
+	if err := image.WriteArchive(w, arch, ref); err != nil {
+		return fmt.Errorf("agent image: %w", err)
+	}
+	return nil
+}
+
+// onKubernetes reports whether the Manager's sandboxes are Pods.
+func (m *Manager) onKubernetes() bool { return m.info.Backend == engine.BackendKubernetes }
+
+// kubeSetup checks and adjusts a Manager on Kubernetes (New): the agent is
+// required, and an expired sandbox is deleted, since a Pod cannot stop and
+// start again.
+func (m *Manager) kubeSetup() error {
+	if !m.cfg.agent {
+		return sbxerr.New(ErrUnsupported, "WithAgent(false) on Kubernetes: sandboxes there are served by their agent")
+	}
+	m.cfg.deleteOnExpiry = true
+	return nil
+}
+
+// kubeCheck refuses the create options a Kubernetes sandbox cannot have.
+func kubeCheck(o CreateOptions) error {
+	switch {
+	case o.KeepImageCommand:
+		return sbxerr.New(ErrUnsupported, "KeepImageCommand on Kubernetes: the cluster does not tell an image's command; give Command")
+	case o.Network != "":
+		return sbxerr.New(ErrUnsupported, "Network on Kubernetes: a Pod is on the cluster's network")
+	case len(o.Egress) > 0:
+		return sbxerr.New(ErrUnsupported, "an egress allow-list on Kubernetes: use the cluster's NetworkPolicy")
+	}
+	return nil
+}
