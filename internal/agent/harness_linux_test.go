@@ -126,6 +126,9 @@ type env struct {
 // closed when the test ends.
 func newEnv(t testing.TB, cfg server.Config) *env {
 	t.Helper()
+	// Made first, so that it is removed last: after the server (and any
+	// write it is finishing) is done.
+	dir := t.TempDir()
 	a, b := socketpair(t)
 	srv := server.New(cfg)
 	served := make(chan struct{})
@@ -146,7 +149,7 @@ func newEnv(t testing.TB, cfg server.Config) *env {
 		srv.Close()
 		<-served
 	})
-	return &env{c: c, srv: srv, dir: t.TempDir()}
+	return &env{c: c, srv: srv, dir: dir}
 }
 
 func testCtx(t testing.TB) context.Context {

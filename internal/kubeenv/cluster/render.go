@@ -46,6 +46,7 @@ oom_score = 0
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
     enable_tls_streaming = false
+    netns_mounts_under_state_dir = true
     max_container_log_line_size = 16384
     [plugins."io.containerd.grpc.v1.cri".containerd]
       snapshotter = "overlayfs"

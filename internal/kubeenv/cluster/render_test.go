@@ -30,6 +30,7 @@ func TestContainerdConfig(t *testing.T) {
 		`conf_dir = "` + l.StateDir + `/cni"`,
 		`config_path = "` + l.StateDir + `/certs.d"`,
 		`stream_server_address = "127.0.0.1"`,
+		`netns_mounts_under_state_dir = true`,
 	} {
 		if !lines[want] {
 			t.Errorf("missing line %s", want)
