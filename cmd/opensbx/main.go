@@ -17,9 +17,21 @@
 //	-max-memory-mb     MAX_MEMORY_MB      largest memory a sandbox may ask for
 //	-max-cpus          MAX_CPUS           largest CPUs a sandbox may ask for
 //	-docker-host       DOCKER_HOST        Docker engine address (default: the Docker client's)
+//	-backend           BACKEND            docker (default) or kubernetes
 //	-log-format        LOG_FORMAT         json or text (default json)
 //	-log-level         LOG_LEVEL          debug, info, warn or error (default info)
 //	-shutdown-timeout  SHUTDOWN_TIMEOUT   grace for in-flight requests on SIGINT/SIGTERM (default 15s)
+//
+// With BACKEND=kubernetes the sandboxes are Pods (opensbx.WithKubernetes):
+//
+//	-kubeconfig        KUBECONFIG         the cluster's kubeconfig (default: the in-cluster configuration)
+//	-k8s-namespace     K8S_NAMESPACE      Kubernetes namespace of the Pods (default "default")
+//	-k8s-agent-image   K8S_AGENT_IMAGE    image the agent is installed from (default opensbx-agent:<version>)
+//	-k8s-pull-policy   K8S_PULL_POLICY    sandbox images' pull policy (default IfNotPresent)
+//
+// `opensbx agent-image [-arch ARCH] [-tag REF] > agent.tar` writes the agent
+// image as a `docker save` archive, for `ctr -n k8s.io images import` on the
+// nodes or `docker load` and a push to the cluster's registry.
 //
 // The preview proxy:
 //

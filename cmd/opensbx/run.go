@@ -47,6 +47,7 @@ type config struct {
 	defaultTTL      time.Duration
 	defaults, max   opensbx.Resources
 	dockerHost      string
+	kube            *opensbx.KubernetesConfig // BACKEND=kubernetes
 	logFormat       string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
@@ -95,6 +96,11 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	maxMem := str("max-memory-mb", "", "largest memory limit a sandbox may ask for, MiB")
 	maxCPUs := str("max-cpus", "", "largest CPU limit a sandbox may ask for")
 	dockerHost := str("docker-host", "", "Docker engine address (default: the Docker client's default)")
+	backend := str("backend", "docker", "where sandboxes run: docker, or kubernetes (Pods on the cluster of KUBECONFIG)")
+	kubeconfig := str("kubeconfig", "", "kubeconfig of the cluster with BACKEND=kubernetes (default: in-cluster configuration)")
+	kubeNamespace := str("k8s-namespace", "default", "Kubernetes namespace of the sandboxes' Pods with BACKEND=kubernetes")
+	kubeAgentImage := str("k8s-agent-image", "", "image the agent is installed from with BACKEND=kubernetes (default: opensbx-agent:<version>; `opensbx agent-image` writes it)")
+	kubePull := str("k8s-pull-policy", "IfNotPresent", "pull policy of sandbox images with BACKEND=kubernetes: IfNotPresent, Always or Never")
 	logFormat := str("log-format", "json", "log format: json or text")
 	logLevel := str("log-level", "info", "log level: debug, info, warn or error")
 	shutdown := str("shutdown-timeout", "15s", "grace for requests in flight at shutdown: seconds or a Go duration")
@@ -205,6 +211,16 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	intOpt("max-sandboxes-per-key", *maxPerKey, &n)
 	c.maxPerKey = int(n)
 	c.runtime = strings.TrimSpace(*runtime)
+	switch strings.ToLower(*backend) {
+	case "docker":
+	case "kubernetes", "k8s":
+		c.kube = &opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *kubeNamespace, AgentImage: *kubeAgentImage, PullPolicy: *kubePull}
+		if c.dockerHost != "" {
+			bad("docker-host", fmt.Errorf("not with BACKEND=kubernetes"))
+		}
+	default:
+		bad("backend", fmt.Errorf("want docker or kubernetes, got %q", *backend))
+	}
 	for _, h := range strings.Split(*allowedHosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.allowedHosts = append(c.allowedHosts, h)
@@ -315,6 +331,9 @@ func newServer(h http.Handler, baseCtx context.Context, logs slog.Handler) *http
 // run is the whole server: it returns after ctx is cancelled and the
 // shutdown has finished, or on a startup error.
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "agent-image" {
+		return agentImage(args[1:], stdout, stderr)
+	}
 	c, err := parseConfig(args, lookupEnv, stderr)
 	if err != nil {
 		return err
@@ -333,6 +352,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	mopts := []opensbx.Option{opensbx.WithNamespace(c.namespace), opensbx.WithStateDir(c.stateDir), opensbx.WithLogger(log)}
 	if c.dockerHost != "" {
 		mopts = append(mopts, opensbx.WithDockerHost(c.dockerHost))
+	}
+	if c.kube != nil {
+		mopts = append(mopts, opensbx.WithKubernetes(*c.kube))
 	}
 	if c.defaultTTL > 0 {
 		mopts = append(mopts, opensbx.WithDefaultTTL(c.defaultTTL))
@@ -362,6 +384,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		if errors.Is(err, opensbx.ErrInvalid) || errors.Is(err, opensbx.ErrUnsupported) {
 			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		if errors.Is(err, opensbx.ErrUnavailable) && c.kube != nil {
+			return fmt.Errorf("the Kubernetes cluster is unreachable; check KUBECONFIG: %w", err)
 		}
 		if errors.Is(err, opensbx.ErrUnavailable) {
 			host := c.dockerHost
@@ -485,4 +510,25 @@ func newProxy(m *opensbx.Manager, c config, baseURL string, log *slog.Logger) (*
 		return nil, fmt.Errorf("%w: base-domain: %w", errUsage, err)
 	}
 	return p, err
+}
+
+// agentImage writes the agent image archive to stdout (opensbx agent-image).
+func agentImage(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("opensbx agent-image", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	arch := fs.String("arch", "amd64", "CPU architecture of the nodes: amd64 or arm64")
+	tag := fs.String("tag", "", "reference to tag the image with (default opensbx-agent:<version>)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if err := opensbx.WriteAgentImage(stdout, *arch, *tag); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return nil
 }

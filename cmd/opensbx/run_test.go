@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -179,5 +180,48 @@ func TestParsePool(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("parsePool(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+func TestParseConfigBackend(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		ok   bool
+		kube bool
+	}{
+		{"default", nil, true, false},
+		{"docker", map[string]string{"BACKEND": "docker"}, true, false},
+		{"kubernetes", map[string]string{"BACKEND": "kubernetes", "KUBECONFIG": "/k", "K8S_NAMESPACE": "sbx", "K8S_PULL_POLICY": "Never"}, true, true},
+		{"unknown", map[string]string{"BACKEND": "nomad"}, false, false},
+		{"both", map[string]string{"BACKEND": "kubernetes", "DOCKER_HOST": "tcp://x:1"}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(nil, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }, io.Discard)
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v", err)
+			}
+			if tt.ok && (c.kube != nil) != tt.kube {
+				t.Fatalf("kube = %+v", c.kube)
+			}
+			if tt.kube && (c.kube.Kubeconfig != "/k" || c.kube.Namespace != "sbx" || c.kube.PullPolicy != "Never") {
+				t.Fatalf("kube = %+v", c.kube)
+			}
+		})
+	}
+}
+
+func TestAgentImageCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"agent-image"}, func(string) (string, bool) { return "", false }, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() < 1<<20 {
+		t.Fatalf("archive of %d bytes", out.Len())
+	}
+	err := run(context.Background(), []string{"agent-image", "-arch", "mips"}, func(string) (string, bool) { return "", false }, io.Discard, io.Discard)
+	if exitCode(err) != 2 {
+		t.Fatalf("bad arch: %v", err)
 	}
 }
