@@ -192,7 +192,7 @@ func confLifecycle(t *testing.T, b backend) {
 	r, err := m.Run(ctx, sb.ID, ExecOptions{Command: "sh", Args: []string{"-c", "echo $A; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"}})
 	is.NoErr(err)
 	lines := strings.Fields(string(r.Stdout))
-	is.Equal(lines[0], "1")                           // the environment
+	is.Equal(lines[0], "1")                      // the environment
 	is.Equal(lines[len(lines)-1], strconv256MiB) // the memory limit
 
 	renewed, err := m.Renew(ctx, sb.ID, time.Hour)
