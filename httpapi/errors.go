@@ -34,9 +34,11 @@ const (
 //   - ErrUnauthorized comes only from registries refusing a pull's
 //     credentials; it is 502 REGISTRY_UNAUTHORIZED so that it is never
 //     confused with a missing or wrong API key (401 UNAUTHORIZED).
-//   - ErrUnsupported (the sandbox's image lacks a tool the operation needs)
-//     is 422 UNSUPPORTED: the request is well-formed but cannot be done on
-//     this sandbox.
+//   - ErrUnsupported (the sandbox's image lacks a tool the operation needs,
+//     or the backend cannot do it: on Kubernetes pause, resume, stop, start,
+//     restart, the image API, files of a sandbox that does not run) is 422
+//     UNSUPPORTED: the request is well-formed but cannot be done on this
+//     sandbox.
 //   - ErrClosed (the Manager is shutting down) is 503 UNAVAILABLE, like an
 //     unreachable engine: retry later.
 //   - ErrRateLimited (a quota: WithMaxSandboxes, WithMaxCommands) is 429

@@ -51,13 +51,13 @@ func routes() []route {
 		{method: "GET", path: "/openapi.json", handler: (*server).handleOpenAPI, answers: []int{ok}},
 
 		// Images. {ref...} takes references containing '/', raw or escaped.
-		{method: "GET", path: "/images", handler: (*server).handleImageList, answers: []int{ok}, fails: engine},
+		{method: "GET", path: "/images", handler: (*server).handleImageList, answers: []int{ok}, fails: join(engine, opensbx.ErrUnsupported)},
 		{method: "POST", path: "/images/pull", handler: (*server).handleImagePull, answers: []int{ok, bad, tooLarge},
-			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound, opensbx.ErrUnauthorized, opensbx.ErrRegistry)},
+			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound, opensbx.ErrUnauthorized, opensbx.ErrRegistry, opensbx.ErrUnsupported)},
 		{method: "GET", path: "/images/{ref...}", handler: (*server).handleImageGet, answers: []int{ok, notFound},
-			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound)},
+			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound, opensbx.ErrUnsupported)},
 		{method: "DELETE", path: "/images/{ref...}", handler: (*server).handleImageDelete, answers: []int{noContent, bad, notFound},
-			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound, opensbx.ErrConflict)},
+			fails: join(engine, opensbx.ErrInvalid, opensbx.ErrImageNotFound, opensbx.ErrConflict, opensbx.ErrUnsupported)},
 
 		// Sandboxes.
 		{method: "POST", path: "/sandboxes", handler: (*server).handleSandboxCreate, answers: []int{created, ok, bad, tooLarge},
@@ -66,13 +66,13 @@ func routes() []route {
 		{method: "GET", path: "/sandboxes", handler: (*server).handleSandboxList, answers: []int{ok}, fails: engine},
 		{method: "GET", path: "/sandboxes/{id}", handler: (*server).handleSandboxGet, answers: []int{ok}, fails: sandbox},
 		{method: "DELETE", path: "/sandboxes/{id}", handler: (*server).handleSandboxDelete, answers: []int{noContent}, fails: state},
-		{method: "POST", path: "/sandboxes/{id}/start", handler: (*server).handleSandboxStart, answers: []int{ok}, fails: state},
-		{method: "POST", path: "/sandboxes/{id}/stop", handler: (*server).handleSandboxStop, answers: []int{ok}, fails: state},
-		{method: "POST", path: "/sandboxes/{id}/restart", handler: (*server).handleSandboxRestart, answers: []int{ok}, fails: state},
-		{method: "POST", path: "/sandboxes/{id}/pause", handler: (*server).handleSandboxPause, answers: []int{ok}, fails: state},
-		{method: "POST", path: "/sandboxes/{id}/resume", handler: (*server).handleSandboxResume, answers: []int{ok}, fails: state},
+		{method: "POST", path: "/sandboxes/{id}/start", handler: (*server).handleSandboxStart, answers: []int{ok}, fails: join(state, opensbx.ErrUnsupported)},
+		{method: "POST", path: "/sandboxes/{id}/stop", handler: (*server).handleSandboxStop, answers: []int{ok}, fails: join(state, opensbx.ErrUnsupported)},
+		{method: "POST", path: "/sandboxes/{id}/restart", handler: (*server).handleSandboxRestart, answers: []int{ok}, fails: join(state, opensbx.ErrUnsupported)},
+		{method: "POST", path: "/sandboxes/{id}/pause", handler: (*server).handleSandboxPause, answers: []int{ok}, fails: join(state, opensbx.ErrUnsupported)},
+		{method: "POST", path: "/sandboxes/{id}/resume", handler: (*server).handleSandboxResume, answers: []int{ok}, fails: join(state, opensbx.ErrUnsupported)},
 		{method: "POST", path: "/sandboxes/{id}/renew-expiration", handler: (*server).handleSandboxRenew, answers: []int{ok, bad, tooLarge}, fails: state},
-		{method: "GET", path: "/sandboxes/{id}/stats", handler: (*server).handleSandboxStats, answers: []int{ok, bad, conflict}, fails: state},
+		{method: "GET", path: "/sandboxes/{id}/stats", handler: (*server).handleSandboxStats, answers: []int{ok, bad, conflict}, fails: join(state, opensbx.ErrUnsupported)},
 		{method: "GET", path: "/sandboxes/{id}/network", handler: (*server).handleSandboxNetwork, answers: []int{ok}, fails: sandbox},
 
 		// Commands.
@@ -87,12 +87,12 @@ func routes() []route {
 			fails: join(state, opensbx.ErrTooLarge)},
 
 		// Files.
-		{method: "GET", path: "/sandboxes/{id}/files", handler: (*server).handleFileRead, answers: []int{ok, bad}, fails: join(sandbox, opensbx.ErrTooLarge)},
+		{method: "GET", path: "/sandboxes/{id}/files", handler: (*server).handleFileRead, answers: []int{ok, bad}, fails: join(sandbox, opensbx.ErrTooLarge, opensbx.ErrUnsupported)},
 		{method: "PUT", path: "/sandboxes/{id}/files", handler: (*server).handleFileWrite, answers: []int{ok, bad, tooLarge},
-			fails: join(state, opensbx.ErrTooLarge)},
+			fails: join(state, opensbx.ErrTooLarge, opensbx.ErrUnsupported)},
 		{method: "DELETE", path: "/sandboxes/{id}/files", handler: (*server).handleFileDelete, answers: []int{noContent, bad},
 			fails: join(state, opensbx.ErrUnsupported)},
-		{method: "GET", path: "/sandboxes/{id}/files/list", handler: (*server).handleFileList, answers: []int{ok, bad}, fails: sandbox},
+		{method: "GET", path: "/sandboxes/{id}/files/list", handler: (*server).handleFileList, answers: []int{ok, bad}, fails: join(sandbox, opensbx.ErrUnsupported)},
 
 		// MCP (Streamable HTTP, stateless: POST only). Tool failures are
 		// inside its 200 answers; the statuses are the transport's own
