@@ -142,6 +142,7 @@ func runConformance(t *testing.T, newBackend func(*testing.T) backend) {
 		{"Files", confFiles},
 		{"TTLAcrossRestart", confTTLAcrossRestart},
 		{"CommandsSurviveRestart", confCommandsSurviveRestart},
+		{"Pool", confPool},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -391,4 +392,30 @@ func createConf(t *testing.T, m *Manager, edit ...func(*CreateOptions)) *Sandbox
 		t.Fatalf("create: %v", err)
 	}
 	return res.Sandbox
+}
+
+func confPool(t *testing.T, b backend) {
+	is := is.New(t)
+	ctx := context.Background()
+	m := b.manager(t, WithPool(PoolTemplate{Image: testenv.BusyboxImage, Size: 2}))
+	waitFor(t, 2*time.Minute, "the pool to fill", func() bool {
+		st := m.Pool()
+		return len(st) == 1 && st[0].Ready == 2
+	})
+	list, err := m.List(ctx)
+	is.NoErr(err)
+	is.Equal(len(list), 0) // pooled sandboxes are not the caller's
+	res, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, Name: "pooled-one", Labels: map[string]string{"k": "v"}})
+	is.NoErr(err)
+	is.Equal(m.Pool()[0].Hits, uint64(1)) // served from the pool
+	is.Equal(res.Name, "pooled-one")
+	got, err := m.Get(ctx, "pooled-one")
+	is.NoErr(err)
+	is.Equal(got.ID, res.ID)
+	is.Equal(got.Labels["k"], "v")
+	r, err := m.Run(ctx, res.ID, ExecOptions{Command: "echo", Args: []string{"hi"}})
+	is.NoErr(err)
+	is.Equal(string(r.Stdout), "hi\n")
+	waitFor(t, 2*time.Minute, "the pool to refill", func() bool { return m.Pool()[0].Ready == 2 })
+	is.NoErr(m.Delete(ctx, res.ID))
 }
