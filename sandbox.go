@@ -229,7 +229,18 @@ func (m *Manager) sandboxOf(c engine.Container) *Sandbox {
 			s.Labels[k] = v
 		}
 	}
-	if s.Running() {
+	switch {
+	case s.Running() && m.onKubernetes():
+		// A Pod publishes nothing on a host: its ports are reached on its
+		// own address (the preview proxy dials HostIP:PortMap[port]).
+		if ip := c.IPs["pod"]; ip != "" {
+			s.HostIP = ip
+			for _, p := range s.Ports {
+				num, _, _ := strings.Cut(p, "/")
+				s.PortMap[p] = num
+			}
+		}
+	case s.Running():
 		for _, p := range s.Ports {
 			if hp := c.Ports[p]; hp != "" {
 				s.PortMap[p] = hp

@@ -241,7 +241,17 @@ type Network struct {
 	// Ports maps each container port ("8080/tcp") to its host port
 	// ("32768"); empty while the sandbox is not running.
 	Ports map[string]string
+	// Via says how the ports are reached: NetworkViaHostPorts (published
+	// on HostIP, Docker), or NetworkViaPodIP (HostIP is the Pod's address
+	// and the ports are the container's own, Kubernetes).
+	Via string
 }
+
+// How a sandbox's ports are reached (Network.Via).
+const (
+	NetworkViaHostPorts = "host-ports"
+	NetworkViaPodIP     = "pod-ip"
+)
 
 // Network returns the sandbox's main port and port map.
 func (m *Manager) Network(ctx context.Context, id string) (Network, error) {
@@ -249,5 +259,9 @@ func (m *Manager) Network(ctx context.Context, id string) (Network, error) {
 	if err != nil {
 		return Network{}, fmt.Errorf("network: %w", err)
 	}
-	return Network{HostIP: s.HostIP, MainPort: s.MainPort(), Ports: s.PortMap}, nil
+	via := NetworkViaHostPorts
+	if m.onKubernetes() {
+		via = NetworkViaPodIP
+	}
+	return Network{HostIP: s.HostIP, MainPort: s.MainPort(), Ports: s.PortMap, Via: via}, nil
 }

@@ -429,10 +429,11 @@ type networkResponse struct {
 	HostIP   string            `json:"host_ip"`
 	MainPort string            `json:"main_port"`
 	PortsMap map[string]string `json:"ports_map"`
+	Via      string            `json:"via"`
 }
 
 func networkView(n opensbx.Network) networkResponse {
-	out := networkResponse{HostIP: n.HostIP, MainPort: n.MainPort, PortsMap: n.Ports}
+	out := networkResponse{HostIP: n.HostIP, MainPort: n.MainPort, PortsMap: n.Ports, Via: n.Via}
 	if out.PortsMap == nil {
 		out.PortsMap = map[string]string{}
 	}
