@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
@@ -481,13 +482,31 @@ func (d *Docker) Exec(ctx context.Context, id string, spec ExecSpec) (Exec, erro
 		Cmd:          spec.Cmd,
 	})
 	if err != nil {
-		return nil, Classify(err)
+		return nil, d.execErr(ctx, id, err)
 	}
 	hj, err := d.c.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
 	if err != nil {
-		return nil, Classify(err)
+		return nil, d.execErr(ctx, id, err)
 	}
 	return &dockerExec{id: created.ID, conn: hj.Conn, r: hj.Reader, closeWrite: hj.CloseWrite}, nil
+}
+
+// execErr classifies a failed exec of container id. The engine answers a
+// plain 500 ("unable to upgrade to tcp") when the container stops or goes
+// while the exec starts: what the container's state says then is the
+// error's kind.
+func (d *Docker) execErr(ctx context.Context, id string, err error) error {
+	if cerr := Classify(err); cerr != err || ctx.Err() != nil {
+		return cerr
+	}
+	c, ierr := d.c.ContainerInspect(ctx, id)
+	switch {
+	case cerrdefs.IsNotFound(ierr):
+		return sbxerr.Wrap(sbxerr.ErrNotFound, err)
+	case ierr == nil && c.State != nil && (!c.State.Running || c.State.Paused || c.State.Restarting || c.State.Dead || c.State.Status == "removing"):
+		return sbxerr.Wrap(sbxerr.ErrConflict, fmt.Errorf("container %s is %s: %w", id[:12], c.State.Status, err))
+	}
+	return err
 }
 
 // dockerExec is an attached exec: a hijacked connection carrying stdin one
