@@ -33,6 +33,7 @@ func (c *Cluster) Down(ctx context.Context) error {
 	st, err := loadState(l.StateFile())
 	if errors.Is(err, errNoState) {
 		c.logf("no cluster is up (no %s)", l.StateFile())
+		os.Remove(l.LockFile)
 		return nil
 	}
 	if err != nil {
@@ -42,6 +43,7 @@ func (c *Cluster) Down(ctx context.Context) error {
 	if err := c.down(ctx, st); err != nil {
 		return err
 	}
+	os.Remove(l.LockFile) // still held: lock checks it locked the file at the path
 	c.logf("down in %s", time.Since(start).Round(100*time.Millisecond))
 	return nil
 }
@@ -192,6 +194,31 @@ func (c *Cluster) restoreIptables(ctx context.Context, saveProg, before string) 
 	for _, args := range cmds {
 		c.logf("%s %s", prog, strings.Join(args, " "))
 		if _, err := output(ctx, 30*time.Second, prog, append([]string{"-w", "5"}, args...)...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// iptables-nft made tables for the kubelet's chains (it cannot
+	// delete them): delete those that are empty now, through netlink.
+	if v, err := output(ctx, 30*time.Second, prog, "-V"); err != nil || !strings.Contains(v, "nf_tables") {
+		return nil
+	}
+	if now, err = output(ctx, 30*time.Second, saveProg); err != nil {
+		return err
+	}
+	tables, err := newEmptyTables(before, now)
+	if err != nil {
+		return fmt.Errorf("%s: %w", prog, err)
+	}
+	family := byte(nfprotoIPv4)
+	if prog == "ip6tables" {
+		family = nfprotoIPv6
+	}
+	for _, t := range tables {
+		c.logf("%s: deleting the empty table %s it made", prog, t)
+		if err := deleteNFTable(family, t); err != nil {
 			errs = append(errs, err)
 		}
 	}

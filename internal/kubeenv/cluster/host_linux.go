@@ -120,7 +120,18 @@ func lock(ctx context.Context, path string, waiting func()) (unlock func(), err 
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			// down removes the lock file while it holds the lock: what
+			// we locked may be that removed file, not the one at path.
+			var held, now syscall.Stat_t
+			if syscall.Fstat(int(f.Fd()), &held) == nil && syscall.Stat(path, &now) == nil &&
+				held.Ino == now.Ino && held.Dev == now.Dev {
+				return func() { f.Close() }, nil
+			}
+			f.Close()
+			if f, err = os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600); err != nil {
+				return nil, fmt.Errorf("lock: %w", err)
+			}
+			continue
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
 			f.Close()

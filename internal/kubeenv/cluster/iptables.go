@@ -12,12 +12,13 @@ import (
 type ruleset struct {
 	tables []string
 	chains map[string][]string   // table -> chains (built-in and user)
+	policy map[string]string     // "table chain" -> policy ("-" for user chains)
 	rules  map[string][][]string // table -> rules, each as argv starting with the chain
 }
 
 // parseIptablesSave reads the output of iptables-save.
 func parseIptablesSave(text string) (ruleset, error) {
-	rs := ruleset{chains: map[string][]string{}, rules: map[string][][]string{}}
+	rs := ruleset{chains: map[string][]string{}, policy: map[string]string{}, rules: map[string][][]string{}}
 	table := ""
 	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -32,8 +33,10 @@ func parseIptablesSave(text string) (ruleset, error) {
 			if table == "" {
 				return ruleset{}, fmt.Errorf("iptables-save line %d: chain outside a table", n)
 			}
-			name, _, _ := strings.Cut(line[1:], " ")
+			name, rest, _ := strings.Cut(line[1:], " ")
+			policy, _, _ := strings.Cut(rest, " ")
 			rs.chains[table] = append(rs.chains[table], name)
+			rs.policy[table+" "+name] = policy
 		case strings.HasPrefix(line, "-A "):
 			if table == "" {
 				return ruleset{}, fmt.Errorf("iptables-save line %d: rule outside a table", n)
@@ -153,4 +156,35 @@ func iptablesCleanup(before, after string) ([][]string, error) {
 		}
 	}
 	return slices.Concat(deletes, flushes, removes), nil
+}
+
+// newEmptyTables returns the tables of after that before did not have and
+// that hold nothing: no rules and only built-in chains that accept. An
+// iptables-nft that made a table for the kubelet's chains leaves it so once
+// they are gone.
+func newEmptyTables(before, after string) ([]string, error) {
+	b, err := parseIptablesSave(before)
+	if err != nil {
+		return nil, fmt.Errorf("before: %w", err)
+	}
+	a, err := parseIptablesSave(after)
+	if err != nil {
+		return nil, fmt.Errorf("after: %w", err)
+	}
+	var out []string
+	for _, table := range a.tables {
+		if slices.Contains(b.tables, table) || len(a.rules[table]) > 0 {
+			continue
+		}
+		empty := true
+		for _, c := range a.chains[table] {
+			if a.policy[table+" "+c] != "ACCEPT" {
+				empty = false
+			}
+		}
+		if empty {
+			out = append(out, table)
+		}
+	}
+	return out, nil
 }

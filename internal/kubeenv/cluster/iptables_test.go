@@ -141,3 +141,31 @@ func TestParseIptablesSaveErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestNewEmptyTables(t *testing.T) {
+	empty := "*mangle\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+	tests := []struct {
+		name  string
+		after string
+		want  []string
+	}{
+		{"nothing new", saveBefore, nil},
+		{"a new empty table", empty + saveBefore, []string{"mangle"}},
+		{"a table that was there stays", saveBefore, nil},
+		{"a new table with a rule stays", "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-mark 1\nCOMMIT\n" + saveBefore, nil},
+		{"a new table with a user chain stays", "*mangle\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\nCOMMIT\n" + saveBefore, nil},
+		{"a new table with a dropping chain stays", "*raw\n:PREROUTING DROP [0:0]\nCOMMIT\n" + saveBefore, nil},
+	}
+	for _, tt := range tests {
+		got, err := newEmptyTables(saveBefore, tt.after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: newEmptyTables = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if _, err := newEmptyTables(saveBefore, "bogus\n"); err == nil {
+		t.Error("bogus input parsed")
+	}
+}

@@ -153,6 +153,7 @@ var hostDirs = []string{
 	"/var/log/containers",
 	"/var/lib/cni",
 	"/run/netns",
+	"/run/mount", // libmount's utab, made by the mount program the kubelet runs
 }
 
 // kubeletRootDir is the kubelet's --root-dir (its default).
