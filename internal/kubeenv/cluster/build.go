@@ -34,6 +34,24 @@ var kubePackages = []string{
 	"./etcd",
 }
 
+// kubeLDFlags strips the binaries and stamps the version the way
+// Kubernetes' own build does (hack/lib/version.sh), so that /version, the
+// node's kubelet version and `kubectl version` say v1.34.4.
+func kubeLDFlags() string {
+	flags := []string{"-s", "-w"}
+	major, minor, _ := strings.Cut(strings.TrimPrefix(KubeVersion, "v"), ".")
+	minor, _, _ = strings.Cut(minor, ".")
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		for _, kv := range [][2]string{
+			{"gitVersion", KubeVersion}, {"gitMajor", major}, {"gitMinor", minor},
+			{"gitTreeState", "clean"}, {"buildDate", "1970-01-01T00:00:00Z"},
+		} {
+			flags = append(flags, "-X", pkg+"."+kv[0]+"="+kv[1])
+		}
+	}
+	return strings.Join(flags, " ")
+}
+
 // FindRepo returns the root of the opensbx repository that contains dir:
 // the nearest directory up from dir with a go.mod for [ModulePath].
 func FindRepo(dir string) (string, error) {
@@ -62,10 +80,12 @@ func modulePathOf(gomod []byte) string {
 	return ""
 }
 
-// buildHash identifies a build module: the SHA-256 of its go.mod and
-// go.sum. The binaries are rebuilt when the stamp no longer matches it.
+// buildHash identifies a build: the SHA-256 of the build module's go.mod
+// and go.sum and of how they are built (packages and flags). The binaries
+// are rebuilt when the stamp no longer matches it.
 func buildHash(gomod, gosum []byte) string {
 	h := sha256.New()
+	fmt.Fprintf(h, "recipe %q %q\n", kubePackages, kubeLDFlags())
 	fmt.Fprintf(h, "go.mod %d\n", len(gomod))
 	h.Write(gomod)
 	fmt.Fprintf(h, "go.sum %d\n", len(gosum))
@@ -119,13 +139,13 @@ func (c *Cluster) Build(ctx context.Context) error {
 		c.logf("binaries in %s are current (stamp %.12s)", l.BinDir(), hash)
 	} else {
 		start := time.Now()
-		c.logf("building Kubernetes %s and etcd %s into %s (cold: about 11 minutes)", KubeVersion, EtcdVersion, l.BinDir())
+		c.logf("building Kubernetes %s and etcd %s into %s (cold build cache: 11-35 minutes; warm: about a minute)", KubeVersion, EtcdVersion, l.BinDir())
 		tmp, err := os.MkdirTemp(l.CacheDir, "build-")
 		if err != nil {
 			return fmt.Errorf("build: %w", err)
 		}
 		defer os.RemoveAll(tmp)
-		args := append([]string{"-n", "19", goBin, "build", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp + "/"}, kubePackages...)
+		args := append([]string{"-n", "19", goBin, "build", "-buildvcs=false", "-ldflags=" + kubeLDFlags(), "-o", tmp + "/"}, kubePackages...)
 		if err := c.run(ctx, modDir, []string{"CGO_ENABLED=0", "GOWORK=off"}, "nice", args...); err != nil {
 			return fmt.Errorf("build kubernetes: %w", err)
 		}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -92,5 +93,20 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 	if _, err := loadState(filepath.Join(t.TempDir(), "none.json")); err != errNoState {
 		t.Errorf("missing state: %v, want errNoState", err)
+	}
+}
+
+func TestKubeLDFlags(t *testing.T) {
+	got := kubeLDFlags()
+	for _, want := range []string{
+		"-s -w ",
+		"-X k8s.io/component-base/version.gitVersion=" + KubeVersion + " ",
+		"-X k8s.io/component-base/version.gitMajor=1 ",
+		"-X k8s.io/component-base/version.gitMinor=34 ",
+		"-X k8s.io/client-go/pkg/version.gitVersion=" + KubeVersion + " ",
+	} {
+		if !strings.Contains(got+" ", want) {
+			t.Errorf("ldflags %q lack %q", got, want)
+		}
 	}
 }

@@ -153,26 +153,55 @@ func (c *Cluster) down(ctx context.Context, st *State) error {
 
 // removeContainers kills and deletes every task and container in the CRI
 // namespace of the cluster's containerd (the kubelet is stopped already).
+// A task or container that went away meanwhile is not an error.
 func (c *Cluster) removeContainers(ctx context.Context, l Layout) error {
 	cc := &Cluster{Layout: l, Log: c.Log}
-	out, err := cc.ctr(ctx, "tasks", "list", "--quiet")
-	if err != nil {
-		return fmt.Errorf("list tasks: %w", err)
+	list := func(what string) ([]string, error) {
+		out, err := cc.ctr(ctx, what, "list", "--quiet")
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", what, err)
+		}
+		return strings.Fields(out), nil
 	}
-	var errs []error
-	for _, id := range strings.Fields(out) {
+	tasks, err := list("tasks")
+	if err != nil {
+		return err
+	}
+	failed := map[string]error{}
+	for _, id := range tasks {
 		if _, err := cc.ctr(ctx, "tasks", "delete", "--force", id); err != nil {
-			errs = append(errs, err)
+			failed[id] = err
 		}
 	}
-	out, err = cc.ctr(ctx, "containers", "list", "--quiet")
+	containers, err := list("containers")
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("list containers: %w", err))...)
+		return err
 	}
-	if ids := strings.Fields(out); len(ids) > 0 {
-		c.logf("removing %d containers", len(ids))
-		if _, err := cc.ctr(ctx, append([]string{"containers", "delete"}, ids...)...); err != nil {
+	if len(containers) > 0 {
+		c.logf("removing %d containers", len(containers))
+		for _, id := range containers {
+			if _, err := cc.ctr(ctx, "containers", "delete", id); err != nil {
+				failed[id] = err
+			}
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	// Only what is still there failed.
+	tasks, err = list("tasks")
+	if err != nil {
+		return err
+	}
+	containers, err = list("containers")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range append(tasks, containers...) {
+		if err := failed[id]; err != nil {
 			errs = append(errs, err)
+			delete(failed, id)
 		}
 	}
 	return errors.Join(errs...)
@@ -192,10 +221,12 @@ func (c *Cluster) restoreIptables(ctx context.Context, saveProg, before string) 
 	}
 	var errs []error
 	for _, args := range cmds {
-		c.logf("%s %s", prog, strings.Join(args, " "))
 		if _, err := output(ctx, 30*time.Second, prog, append([]string{"-w", "5"}, args...)...); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(cmds) > 0 {
+		c.logf("%s: ran %d commands removing the kubelet's rules and chains", prog, len(cmds))
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)

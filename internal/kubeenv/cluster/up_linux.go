@@ -93,7 +93,9 @@ func (c *Cluster) Up(ctx context.Context) (kubeconfig string, err error) {
 		c.logf("up failed: tearing down (logs stay in %s)", l.LogDir)
 		if derr := c.down(context.WithoutCancel(ctx), st); derr != nil {
 			err = errors.Join(err, fmt.Errorf("teardown: %w", derr))
+			return
 		}
+		os.Remove(l.LockFile) // still held, as in Down
 	}()
 
 	if err := c.writeConfig(); err != nil {
