@@ -5,7 +5,7 @@ GO ?= go
 # `make fuzz FUZZTIME=10m`.
 FUZZTIME ?= 3s
 
-.PHONY: all engine images test fuzz fuzz-smoke run bench load agent agent-check
+.PHONY: all engine images test kube-test fuzz fuzz-smoke run bench load agent agent-check
 
 all: test
 
@@ -26,7 +26,15 @@ test: images agent-check
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	OPENSBX_TEST_NO_AGENT=1 $(GO) test -count=1 -timeout 10m -run $(ENGINE_PATH_TESTS) .
+	$(MAKE) kube-test
 	$(MAKE) fuzz-smoke
+
+# The Kubernetes backend's tests against a real throw-away single-node
+# cluster (docs/kubernetes-cluster.md): built (cached in /var/cache/opensbx),
+# started, and torn down again, also when the tests fail. A cluster that was
+# already up is used and left up.
+kube-test:
+	bash scripts/kube-test.sh
 
 # Every fuzz target for FUZZTIME each (one at a time: go test -fuzz takes a
 # single target).
