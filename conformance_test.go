@@ -95,15 +95,7 @@ func TestConformanceKubernetes(t *testing.T) {
 	t.Parallel()
 	cli := testenv.Engine(t)
 	testenv.Images(t, cli)
-	kubeImages.once.Do(func() { kubeImages.err = loadAgentImage(cli) })
-	if kubeImages.err != nil {
-		t.Fatal(kubeImages.err)
-	}
-	ref, err := AgentImageRef("amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeenv.Import(t, testenv.BusyboxImage, testenv.NoShellImage, ref)
+	kubeImportOnce(t, cli)
 	runConformance(t, func(t *testing.T) backend {
 		b := backend{name: "kubernetes", ns: testNamespace(), opts: []Option{WithKubernetes(KubernetesConfig{Kubeconfig: kubeconfig, PullPolicy: "Never"})}}
 		t.Cleanup(func() { b.sweep(t) })

@@ -162,3 +162,8 @@ func kubeCheck(o CreateOptions) error {
 	}
 	return nil
 }
+
+// kubeUnsupported is the error of what a Kubernetes sandbox cannot do.
+func kubeUnsupported(what string) error {
+	return sbxerr.New(ErrUnsupported, "%s is not supported on Kubernetes (a Pod runs once and cannot be frozen)", what)
+}

@@ -33,6 +33,9 @@ func (m *Manager) Start(ctx context.Context, id string) (*Sandbox, error) {
 // ErrConflict.
 func (m *Manager) Stop(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, EventStopped, func(ctx context.Context, c engine.Container) error {
+		if m.onKubernetes() {
+			return kubeUnsupported("stopping a sandbox")
+		}
 		if stateOf(c.State) == StateStopped {
 			return sbxerr.Conflict("sandbox is already stopped")
 		}
@@ -48,6 +51,9 @@ func (m *Manager) Stop(ctx context.Context, id string) (*Sandbox, error) {
 // works from running, paused and stopped.
 func (m *Manager) Restart(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, EventRestarted, func(ctx context.Context, c engine.Container) error {
+		if m.onKubernetes() {
+			return kubeUnsupported("restarting a sandbox")
+		}
 		m.publish(Event{Type: EventStopping, SandboxID: c.ID, Name: m.nameOf(c)})
 		if err := m.engine.Restart(ctx, c.ID, m.cfg.stopTimeout); err != nil {
 			return err
@@ -60,6 +66,9 @@ func (m *Manager) Restart(ctx context.Context, id string) (*Sandbox, error) {
 // stopped sandbox fails with ErrConflict. A paused sandbox still expires.
 func (m *Manager) Pause(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, EventPaused, func(ctx context.Context, c engine.Container) error {
+		if m.onKubernetes() {
+			return kubeUnsupported("pausing a sandbox")
+		}
 		switch st := stateOf(c.State); st {
 		case StateRunning:
 		case StatePaused:
@@ -80,6 +89,9 @@ func (m *Manager) Pause(ctx context.Context, id string) (*Sandbox, error) {
 // ErrConflict.
 func (m *Manager) Resume(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, EventResumed, func(ctx context.Context, c engine.Container) error {
+		if m.onKubernetes() {
+			return kubeUnsupported("resuming a sandbox")
+		}
 		if st := stateOf(c.State); st != StatePaused {
 			return sbxerr.Conflict("sandbox is %s, not paused", st)
 		}

@@ -99,6 +99,10 @@ func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
 			return Stats{}, err
 		}
 		id = c.ID
+		if m.onKubernetes() && m.usesAgent(c) {
+			// No engine stats on a cluster: open the agent's session.
+			sample, live = m.agentSample, true
+		}
 	}
 	first, err := sample(ctx, id)
 	if err != nil {

@@ -1,0 +1,155 @@
+package opensbx
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/matryer/is"
+
+	"github.com/opensbx/opensbx/internal/kubeenv"
+	"github.com/opensbx/opensbx/internal/testenv"
+)
+
+// kubeBackend is the Kubernetes backend of the test cluster, with the test
+// images in it; the test is skipped when no cluster is configured.
+func kubeBackend(t *testing.T) backend {
+	t.Helper()
+	kubeconfig := kubeenv.Kubeconfig(t)
+	cli := testenv.Engine(t)
+	testenv.Images(t, cli)
+	kubeImportOnce(t, cli)
+	b := backend{name: "kubernetes", ns: testNamespace(), opts: []Option{WithKubernetes(KubernetesConfig{Kubeconfig: kubeconfig, PullPolicy: "Never"})}}
+	t.Cleanup(func() { b.sweep(t) })
+	return b
+}
+
+// kubeImportOnce puts the test images and the agent image into the test
+// cluster, once per test binary.
+func kubeImportOnce(t *testing.T, cli *client.Client) {
+	t.Helper()
+	kubeImages.once.Do(func() {
+		kubeImages.err = errors.New("importing the images into the test cluster failed (see the first test that tried)")
+		if err := loadAgentImage(cli); err != nil {
+			kubeImages.err = err
+			return
+		}
+		ref, err := AgentImageRef("amd64")
+		if err != nil {
+			kubeImages.err = err
+			return
+		}
+		kubeenv.Import(t, testenv.BusyboxImage, testenv.NoShellImage, ref) // fails t (and leaves err) on error
+		kubeImages.err = nil
+	})
+	if kubeImages.err != nil {
+		t.Fatal(kubeImages.err)
+	}
+}
+
+// TestKubernetesUnsupported: what a cluster cannot do is ErrUnsupported
+// (422 over HTTP), never a fake success, and leaves the sandbox as it was.
+func TestKubernetesUnsupported(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	b := kubeBackend(t)
+	m := b.manager(t)
+	sb := createConf(t, m)
+	for name, call := range map[string]func() error{
+		"pause":   func() error { _, err := m.Pause(ctx, sb.ID); return err },
+		"resume":  func() error { _, err := m.Resume(ctx, sb.ID); return err },
+		"stop":    func() error { _, err := m.Stop(ctx, sb.ID); return err },
+		"restart": func() error { _, err := m.Restart(ctx, sb.ID); return err },
+		"images":  func() error { _, err := m.Images(ctx); return err },
+		"image":   func() error { _, err := m.Image(ctx, testenv.BusyboxImage); return err },
+		"pull":    func() error { _, err := m.PullImage(ctx, "127.0.0.1:5000/x:1", PullOptions{}); return err },
+		"rmi":     func() error { return m.RemoveImage(ctx, testenv.BusyboxImage, false) },
+		"keep image command": func() error {
+			_, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, KeepImageCommand: true})
+			return err
+		},
+		"egress": func() error {
+			_, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, Egress: []string{"10.0.0.0/8"}})
+			return err
+		},
+	} {
+		err := call()
+		if !errors.Is(err, ErrUnsupported) {
+			t.Errorf("%s: %v, want ErrUnsupported", name, err)
+		}
+	}
+	got, err := m.Get(ctx, sb.ID)
+	is.NoErr(err)
+	is.Equal(got.State, StateRunning) // untouched
+	list, err := m.List(ctx)
+	is.NoErr(err)
+	is.Equal(len(list), 1) // the refused creates made nothing
+
+	_, err = New(ctx, append([]Option{WithAgent(false)}, b.opts...)...)
+	is.True(errors.Is(err, ErrUnsupported)) // sandboxes on a cluster need the agent
+}
+
+// TestKubernetesMissingImage: an image the node does not have (and may not
+// pull) fails Create with ErrImageNotFound and leaves no Pod.
+func TestKubernetesMissingImage(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	m := kubeBackend(t).manager(t)
+	_, err := m.Create(ctx, CreateOptions{Image: "opensbx-test/not-there:1"})
+	is.True(errors.Is(err, ErrImageNotFound))
+	list, err := m.List(ctx)
+	is.NoErr(err)
+	is.Equal(len(list), 0)
+}
+
+// TestKubernetesPortOnPodIP: a sandbox's port is reached on its Pod's
+// address, which Network reports (via pod-ip).
+func TestKubernetesPortOnPodIP(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	m := kubeBackend(t).manager(t)
+	sb := createConf(t, m, func(o *CreateOptions) { o.Ports = []string{"8080"} })
+	is.NoErr(m.WriteFile(ctx, sb.ID, "/tmp/www/index.html", []byte("from the pod"), 0o644))
+	_, err := m.Exec(ctx, sb.ID, ExecOptions{Command: "httpd", Args: []string{"-f", "-p", "8080", "-h", "/tmp/www"}})
+	is.NoErr(err)
+	n, err := m.Network(ctx, sb.ID)
+	is.NoErr(err)
+	is.Equal(n.Via, NetworkViaPodIP)
+	is.Equal(n.Ports["8080/tcp"], "8080")
+	is.True(strings.HasPrefix(n.HostIP, "10.244.")) // the test cluster's pod network
+	url := "http://" + net.JoinHostPort(n.HostIP, n.Ports["8080/tcp"]) + "/index.html"
+	var body string
+	waitFor(t, 30*time.Second, "httpd to answer", func() bool {
+		res, err := (&http.Client{Timeout: 2 * time.Second}).Get(url)
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		body = string(b)
+		return res.StatusCode == http.StatusOK
+	})
+	is.Equal(body, "from the pod")
+}
+
+// TestKubernetesStats: the agent reads the sandbox's cgroup.
+func TestKubernetesStats(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	m := kubeBackend(t).manager(t)
+	sb := createConf(t, m, func(o *CreateOptions) { o.Resources = Resources{MemoryMB: 300, CPUs: 1} })
+	st, err := m.Stats(ctx, sb.ID)
+	is.NoErr(err)
+	is.True(st.MemoryUsage > 0)
+	is.Equal(st.MemoryLimit, uint64(300<<20)) // the Pod's limit
+}
