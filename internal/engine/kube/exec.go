@@ -237,11 +237,26 @@ func (x *kubeExec) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// Close ends the stream (the process may go on in the pod, as with Docker).
+// closeGrace is how long Close lets a process whose stdin it closed end
+// the stream by itself (the agent's relay exits on EOF) before cutting it.
+const closeGrace = 2 * time.Second
+
+// Close ends the stream (the process may go on in the pod, as with
+// Docker). With stdin it first closes stdin, so that a process ending on
+// EOF, such as the agent's relay, ends the stream cleanly; client-go logs
+// an error for every stream cut under it.
 func (x *kubeExec) Close() error {
-	x.cancel()
-	if x.inW != nil {
-		x.inW.CloseWithError(io.ErrClosedPipe)
+	if x.inW == nil {
+		x.cancel()
+		return nil
 	}
+	x.inW.Close()
+	go func() {
+		select {
+		case <-x.done:
+		case <-time.After(closeGrace):
+		}
+		x.cancel()
+	}()
 	return nil
 }

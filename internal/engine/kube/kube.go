@@ -180,7 +180,7 @@ func (k *Kube) Info(ctx context.Context) (engine.Info, error) {
 	return out, nil
 }
 
-// Close releases nothing: the client holds no connection of its own.
+// Close ends every exec stream still open and waits for their goroutines.
 func (k *Kube) Close() error {
 	k.mu.Lock()
 	execs := make([]*kubeExec, 0, len(k.execs))
@@ -190,6 +190,9 @@ func (k *Kube) Close() error {
 	k.mu.Unlock()
 	for _, x := range execs {
 		x.Close()
+	}
+	for _, x := range execs {
+		<-x.done // Close cuts a stream within closeGrace
 	}
 	return nil
 }
@@ -245,38 +248,94 @@ func (k *Kube) get(ctx context.Context, id string) (*corev1.Pod, error) {
 	return p, nil
 }
 
-// Start waits until the pod of container id runs its container. A pod that
-// ran and ended cannot run again (ErrUnsupported); an image that cannot be
-// had is ErrImageNotFound.
+// Start waits until the pod of container id runs its container, watching
+// it (a poll would add its interval to every create). A pod that ran and
+// ended cannot run again (ErrUnsupported); an image that cannot be had is
+// ErrImageNotFound.
 func (k *Kube) Start(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.StartTimeout)
 	defer cancel()
-	var last *corev1.Pod
-	err := poll.Until(ctx, poll.Backoff{Min: 10 * time.Millisecond, Max: 200 * time.Millisecond}, func() (bool, error) {
-		p, err := k.get(ctx, id)
+	p, err := k.get(ctx, id)
+	for err == nil {
+		var done bool
+		if done, err = startedOrFailed(p); done || err != nil {
+			break
+		}
+		var w watch.Interface
+		w, err = k.cs.CoreV1().Pods(k.cfg.Namespace).Watch(ctx, metav1.ListOptions{
+			FieldSelector: "metadata.name=" + podName(id), ResourceVersion: p.ResourceVersion})
 		if err != nil {
-			return false, err
+			err = classify(err)
+			break
 		}
-		last = p
-		st, _ := stateOf(p)
-		switch st.Status {
-		case "running":
-			return true, nil
-		case "exited", "removing":
-			if st.StartedAt.IsZero() {
-				return false, fmt.Errorf("the pod ended before it ran: %s", p.Status.Message)
-			}
-			return false, unsupported("starting a sandbox that stopped")
+		p, err = k.watchStart(ctx, w, p)
+		w.Stop()
+		if errors.Is(err, errWatchEnded) {
+			p, err = k.get(ctx, id) // the watch ended early: look again
 		}
-		if err := waitingProblem(p); err != nil {
-			return false, err
-		}
-		return false, nil
-	})
-	if errors.Is(err, context.DeadlineExceeded) && last != nil {
-		return fmt.Errorf("pod %s did not run within %s (phase %s): %w", last.Name, k.cfg.StartTimeout, last.Status.Phase, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) && p != nil {
+		return fmt.Errorf("pod %s did not run within %s (phase %s): %w", p.Name, k.cfg.StartTimeout, p.Status.Phase, err)
+	}
+	if errors.Is(err, errStarted) {
+		return nil
 	}
 	return err
+}
+
+// errStarted ends a watch whose pod runs; errWatchEnded one that closed.
+var (
+	errStarted    = errors.New("started")
+	errWatchEnded = errors.New("watch ended")
+)
+
+// watchStart follows w until the pod runs (errStarted), fails, is deleted
+// or the watch ends (errWatchEnded); it returns the last pod seen.
+func (k *Kube) watchStart(ctx context.Context, w watch.Interface, last *corev1.Pod) (*corev1.Pod, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return last, errWatchEnded
+			}
+			switch ev.Type {
+			case watch.Deleted:
+				return last, sbxerr.NotFound("pod %s was deleted while it started", last.Name)
+			case watch.Error:
+				return last, errWatchEnded
+			}
+			p, isPod := ev.Object.(*corev1.Pod)
+			if !isPod {
+				continue
+			}
+			last = p
+			done, err := startedOrFailed(p)
+			if err != nil {
+				return last, err
+			}
+			if done {
+				return last, errStarted
+			}
+		}
+	}
+}
+
+// startedOrFailed reports whether pod p runs its container, or why it never
+// will.
+func startedOrFailed(p *corev1.Pod) (bool, error) {
+	st, _ := stateOf(p)
+	switch st.Status {
+	case "running":
+		return true, nil
+	case "exited", "removing":
+		if st.StartedAt.IsZero() {
+			return false, fmt.Errorf("the pod ended before it ran: %s", p.Status.Message)
+		}
+		return false, unsupported("starting a sandbox that stopped")
+	}
+	return false, waitingProblem(p)
 }
 
 // Stop is not supported: a pod cannot stop and start again.
