@@ -1,13 +1,17 @@
 package opensbx
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/opensbx/opensbx/internal/agent/image"
 	"github.com/opensbx/opensbx/internal/engine"
@@ -147,8 +151,40 @@ func (m *Manager) kubeSetup() error {
 		return sbxerr.New(ErrUnsupported, "WithAgent(false) on Kubernetes: sandboxes there are served by their agent")
 	}
 	m.cfg.deleteOnExpiry = true
+	routeKlog(m.log)
 	return nil
 }
+
+// klogRouted makes routeKlog act once per process.
+var klogRouted sync.Once
+
+// routeKlog sends what client-go logs through klog, a process-wide logger
+// that writes to standard error, to log at debug level. client-go reports
+// there, as errors, the normal end of every exec stream ("use of closed
+// network connection"); a Manager runs one such stream per sandbox. klog
+// has one logger per process, so the first Manager on Kubernetes sets it;
+// a program that set klog up itself should do so after New.
+func routeKlog(log *slog.Logger) {
+	klogRouted.Do(func() { klog.SetSlogLogger(slog.New(debugHandler{log.Handler()})) })
+}
+
+// debugHandler logs every record at debug level.
+type debugHandler struct{ h slog.Handler }
+
+func (d debugHandler) Enabled(ctx context.Context, _ slog.Level) bool {
+	return d.h.Enabled(ctx, slog.LevelDebug)
+}
+
+func (d debugHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = slog.LevelDebug
+	return d.h.Handle(ctx, r)
+}
+
+func (d debugHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return debugHandler{d.h.WithAttrs(as)}
+}
+
+func (d debugHandler) WithGroup(name string) slog.Handler { return debugHandler{d.h.WithGroup(name)} }
 
 // kubeCheck refuses the create options a Kubernetes sandbox cannot have.
 func kubeCheck(o CreateOptions) error {
