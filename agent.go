@@ -68,7 +68,13 @@ func (m *Manager) agentVersion() (version, volume string, err error) {
 	if err != nil {
 		return "", "", sbxerr.New(ErrUnsupported, "no agent program for the engine's architecture %q: %v", m.info.Arch, err)
 	}
-	return version, "opensbx-agent-" + m.info.Arch + "-" + version[:16], nil
+	return version, agentVolumeName(m.info.Arch, version), nil
+}
+
+// agentVolumeName is the name of the agent's volume (Docker) or node
+// directory (Kubernetes) for arch and version.
+func agentVolumeName(arch, version string) string {
+	return "opensbx-agent-" + arch + "-" + version[:16]
 }
 
 // ensureAgentVolume makes sure the volume holding the agent exists and

@@ -153,3 +153,27 @@ func TestKubernetesStats(t *testing.T) {
 	is.True(st.MemoryUsage > 0)
 	is.Equal(st.MemoryLimit, uint64(300<<20)) // the Pod's limit
 }
+
+// TestKubernetesAgentFromNode: with AgentHostDir the agent is mounted from
+// the node's directory (InstallAgent wrote it; the test cluster's node is
+// this machine) and the Pod has no init container.
+func TestKubernetesAgentFromNode(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	b := kubeBackend(t)
+	dir := t.TempDir()
+	prog, err := InstallAgent(dir, "amd64")
+	is.NoErr(err)
+	again, err := InstallAgent(dir, "amd64")
+	is.NoErr(err)
+	is.Equal(again, prog) // idempotent
+	b.opts = []Option{WithKubernetes(KubernetesConfig{Kubeconfig: kubeenv.Kubeconfig(t), PullPolicy: "Never", AgentHostDir: dir})}
+	m := b.manager(t)
+	sb := createConf(t, m)
+	r, err := m.Run(ctx, sb.ID, ExecOptions{Command: "echo", Args: []string{"from the node's agent"}})
+	is.NoErr(err)
+	is.Equal(string(r.Stdout), "from the node's agent\n")
+	_, err = New(ctx, WithKubernetes(KubernetesConfig{Kubeconfig: "x", AgentHostDir: "relative/dir"}))
+	is.True(errors.Is(err, ErrInvalid))
+}

@@ -284,9 +284,10 @@ func (m *Manager) agentFor(ctx context.Context, o CreateOptions) (string, string
 		return "", "", nil
 	}
 	if m.onKubernetes() {
-		// The engine installs the agent from its image (Mount.Agent).
-		version, _, err := m.agentVersion()
-		return "opensbx-agent", version, err
+		// The engine provides the agent itself (Mount.Agent): from its
+		// image, or from the nodes' directory of that volume's name.
+		version, volume, err := m.agentVersion()
+		return volume, version, err
 	}
 	return m.ensureAgentVolume(ctx, o.Image)
 }

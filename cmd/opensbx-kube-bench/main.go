@@ -11,6 +11,8 @@
 //	create       cold Create (returns once the Pod's container runs; its agent comes
 //	             from an init container) vs client-go creating an equivalent Pod
 //	             (no init container) and watching it until it runs
+//	create-node  the same, with the agent mounted from the node (AgentHostDir, written by
+//	             InstallAgent; the test cluster's node is this machine): no init container
 //	pool-hit     Create served by the warm pool vs the same cold client-go Pod
 //	exec         Run("true") over the agent's open session vs a client-go pod exec of true
 //	pool-batch   -batch sandboxes created at once from a ready pool of as many, each until
@@ -139,6 +141,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := add("create", mgr, raw, err); err != nil {
 		return err
 	}
+	dir, err := os.MkdirTemp("", "opensbx-kube-bench-agent-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if _, err := opensbx.InstallAgent(dir, "amd64"); err != nil {
+		return err
+	}
+	mgr, raw, err = bn.createRow(ctx, opensbx.WithKubernetes(opensbx.KubernetesConfig{Kubeconfig: bn.kcfg.Kubeconfig, Namespace: bn.kcfg.Namespace, PullPolicy: "Never", AgentHostDir: dir}))
+	if err := add("create-node", mgr, raw, err); err != nil {
+		return err
+	}
 	mgr, raw, err = bn.poolHitRow(ctx)
 	if err := add("pool-hit", mgr, raw, err); err != nil {
 		return err
@@ -255,8 +269,8 @@ func (b *bench) deleteRaw(ctx context.Context, name string) {
 	b.cs.CoreV1().Pods(b.ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 }
 
-func (b *bench) createRow(ctx context.Context) (mgr, raw []time.Duration, err error) {
-	m, err := b.manager(ctx)
+func (b *bench) createRow(ctx context.Context, extra ...opensbx.Option) (mgr, raw []time.Duration, err error) {
+	m, err := b.manager(ctx, extra...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -28,10 +28,13 @@
 //	-k8s-namespace     K8S_NAMESPACE      Kubernetes namespace of the Pods (default "default")
 //	-k8s-agent-image   K8S_AGENT_IMAGE    image the agent is installed from (default opensbx-agent:<version>)
 //	-k8s-pull-policy   K8S_PULL_POLICY    sandbox images' pull policy (default IfNotPresent)
+//	-k8s-agent-host-dir K8S_AGENT_HOST_DIR the nodes' directory of the agent (default: an init container installs it)
 //
 // `opensbx agent-image [-arch ARCH] [-tag REF] > agent.tar` writes the agent
 // image as a `docker save` archive, for `ctr -n k8s.io images import` on the
 // nodes or `docker load` and a push to the cluster's registry.
+// `opensbx agent-install DIR` writes the agent into a node's directory (for
+// example from a DaemonSet), for K8S_AGENT_HOST_DIR.
 //
 // The preview proxy:
 //

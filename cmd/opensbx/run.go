@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,6 +102,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	kubeNamespace := str("k8s-namespace", "default", "Kubernetes namespace of the sandboxes' Pods with BACKEND=kubernetes")
 	kubeAgentImage := str("k8s-agent-image", "", "image the agent is installed from with BACKEND=kubernetes (default: opensbx-agent:<version>; `opensbx agent-image` writes it)")
 	kubePull := str("k8s-pull-policy", "IfNotPresent", "pull policy of sandbox images with BACKEND=kubernetes: IfNotPresent, Always or Never")
+	kubeAgentDir := str("k8s-agent-host-dir", "", "directory on every node holding the agent (opensbx agent-install DIR) with BACKEND=kubernetes; default: an init container installs it from the agent image")
 	logFormat := str("log-format", "json", "log format: json or text")
 	logLevel := str("log-level", "info", "log level: debug, info, warn or error")
 	shutdown := str("shutdown-timeout", "15s", "grace for requests in flight at shutdown: seconds or a Go duration")
@@ -214,7 +216,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	switch strings.ToLower(*backend) {
 	case "docker":
 	case "kubernetes", "k8s":
-		c.kube = &opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *kubeNamespace, AgentImage: *kubeAgentImage, PullPolicy: *kubePull}
+		c.kube = &opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *kubeNamespace, AgentImage: *kubeAgentImage, PullPolicy: *kubePull, AgentHostDir: *kubeAgentDir}
 		if c.dockerHost != "" {
 			bad("docker-host", fmt.Errorf("not with BACKEND=kubernetes"))
 		}
@@ -333,6 +335,9 @@ func newServer(h http.Handler, baseCtx context.Context, logs slog.Handler) *http
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "agent-image" {
 		return agentImage(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "agent-install" {
+		return agentInstall(args[1:], stdout, stderr)
 	}
 	c, err := parseConfig(args, lookupEnv, stderr)
 	if err != nil {
@@ -530,5 +535,28 @@ func agentImage(args []string, stdout, stderr io.Writer) error {
 	if err := opensbx.WriteAgentImage(stdout, *arch, *tag); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	return nil
+}
+
+// agentInstall writes the agent into a node's directory (opensbx
+// agent-install DIR), for KubernetesConfig.AgentHostDir.
+func agentInstall(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("opensbx agent-install", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	arch := fs.String("arch", runtime.GOARCH, "CPU architecture of the node: amd64 or arm64")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 1 || !filepath.IsAbs(fs.Arg(0)) {
+		return fmt.Errorf("%w: want one absolute directory", errUsage)
+	}
+	p, err := opensbx.InstallAgent(fs.Arg(0), *arch)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, p)
 	return nil
 }

@@ -48,6 +48,12 @@ type Config struct {
 	// AgentImage is the image holding the agent (internal/agent/image);
 	// empty, Info sets the one of the nodes' architecture.
 	AgentImage string
+	// AgentHostDir, when set, is a directory on every node holding the
+	// agent programs, one subdirectory per agent volume name: a sandbox
+	// mounts its agent from there (hostPath) instead of installing it from
+	// AgentImage with an init container, which spares the kubelet a
+	// container's start and exit.
+	AgentHostDir string
 	// PullPolicy is the sandboxes' image pull policy ("" is IfNotPresent).
 	PullPolicy corev1.PullPolicy
 	// StartTimeout bounds how long Start waits for a pod to run (default 2

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -203,6 +204,15 @@ func (k *Kube) podFor(id string, spec engine.ContainerSpec, agentImage string) (
 	for i, mt := range spec.Mounts {
 		name := fmt.Sprintf("scratch-%d", i)
 		switch {
+		case mt.Agent && k.cfg.AgentHostDir != "":
+			name = agentVolume
+			if !validVolumeName(mt.Volume) {
+				return nil, sbxerr.Invalid("agent volume name %q", mt.Volume)
+			}
+			dir := corev1.HostPathDirectory
+			pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+				HostPath: &corev1.HostPathVolumeSource{Path: path.Join(k.cfg.AgentHostDir, mt.Volume), Type: &dir}}})
+			mt.ReadOnly = true
 		case mt.Agent:
 			name = agentVolume
 			if agentImage == "" {
@@ -241,6 +251,12 @@ func (k *Kube) podFor(id string, spec engine.ContainerSpec, agentImage string) (
 	}
 	pod.Spec.Containers = []corev1.Container{c}
 	return pod, nil
+}
+
+// validVolumeName reports whether s is a plain file name (a subdirectory
+// of the agent's host directory, never a path out of it).
+func validVolumeName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\\\x00")
 }
 
 // agentInstaller is the init container that copies the agent from the

@@ -180,3 +180,18 @@ func TestSelectorAndMatches(t *testing.T) {
 	}
 	is.True(!isLabel("team", "has space"))
 }
+
+func TestPodForAgentHostDir(t *testing.T) {
+	is := is.New(t)
+	k := testKube(t)
+	k.cfg.AgentHostDir = "/var/lib/opensbx/agent"
+	p, err := k.podFor(newID(), engine.ContainerSpec{Name: "a", Image: "x", Mounts: []engine.Mount{{Volume: "opensbx-agent-amd64-0123456789abcdef", Target: "/.opensbx", Agent: true}}}, "agent:1")
+	is.NoErr(err)
+	is.Equal(len(p.Spec.InitContainers), 0) // nothing to install
+	is.Equal(p.Spec.Volumes[0].HostPath.Path, "/var/lib/opensbx/agent/opensbx-agent-amd64-0123456789abcdef")
+	is.True(p.Spec.Containers[0].VolumeMounts[0].ReadOnly)
+	for _, bad := range []string{"", "..", "a/b", "../etc"} {
+		_, err := k.podFor(newID(), engine.ContainerSpec{Name: "a", Image: "x", Mounts: []engine.Mount{{Volume: bad, Target: "/.opensbx", Agent: true}}}, "agent:1")
+		is.True(err != nil) // never a path out of the directory
+	}
+}
