@@ -177,3 +177,22 @@ func TestKubernetesAgentFromNode(t *testing.T) {
 	_, err = New(ctx, WithKubernetes(KubernetesConfig{Kubeconfig: "x", AgentHostDir: "relative/dir"}))
 	is.True(errors.Is(err, ErrInvalid))
 }
+
+// TestKubernetesPoolResize: a pool hit asking for other limits than the
+// template's gets them in place (the Pod's resize subresource); the
+// sandbox's cgroup shows the new memory limit.
+func TestKubernetesPoolResize(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	m := kubeBackend(t).manager(t, WithPool(PoolTemplate{Image: testenv.BusyboxImage, Size: 1}))
+	waitFor(t, 2*time.Minute, "the pool to fill", func() bool { return m.Pool()[0].Ready == 1 })
+	res, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, Resources: Resources{MemoryMB: 300, CPUs: 0.5}})
+	is.NoErr(err)
+	is.Equal(m.Pool()[0].Hits, uint64(1)) // from the pool
+	is.Equal(res.Resources.MemoryMB, int64(300))
+	waitFor(t, time.Minute, "the new memory limit in the sandbox's cgroup", func() bool {
+		r, err := m.Run(ctx, res.ID, ExecOptions{Command: "cat", Args: []string{"/sys/fs/cgroup/memory/memory.limit_in_bytes"}})
+		return err == nil && strings.TrimSpace(string(r.Stdout)) == "314572800"
+	})
+}
