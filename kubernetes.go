@@ -59,6 +59,12 @@ type KubernetesConfig struct {
 	// the kubelet a container's start and exit (about a second per create
 	// on the test cluster). A node without it fails the sandbox's start.
 	AgentHostDir string
+	// Ports says how the sandboxes' ports are reached (Network.Via, the
+	// preview proxy): "pod-ip" dials the Pod's address, for a Manager in
+	// the cluster or on a node; "agent" goes through the agent's session
+	// (DialPort), which works from anywhere. Empty: "pod-ip" with the
+	// in-cluster configuration, else "agent".
+	Ports string
 }
 
 // WithKubernetes runs the Manager's sandboxes on a Kubernetes cluster (see
@@ -69,6 +75,11 @@ func WithKubernetes(c KubernetesConfig) Option {
 		case "", "IfNotPresent", "Always", "Never":
 		default:
 			return sbxerr.Invalid("kubernetes pull policy %q (want IfNotPresent, Always or Never)", c.PullPolicy)
+		}
+		switch c.Ports {
+		case "", NetworkViaPodIP, NetworkViaAgent:
+		default:
+			return sbxerr.Invalid("kubernetes ports %q (want pod-ip or agent)", c.Ports)
 		}
 		if c.AgentHostDir != "" && !filepath.IsAbs(c.AgentHostDir) {
 			return sbxerr.Invalid("kubernetes agent host directory %q is not absolute", c.AgentHostDir)
@@ -196,6 +207,17 @@ func InstallAgent(dir, arch string) (string, error) {
 	return target, nil
 }
 
+// portsVia is how the Manager's sandboxes' ports are reached.
+func (m *Manager) portsVia() string {
+	if !m.onKubernetes() {
+		return NetworkViaHostPorts
+	}
+	if m.cfg.kube == nil || m.cfg.kube.Ports == "" {
+		return NetworkViaPodIP
+	}
+	return m.cfg.kube.Ports
+}
+
 // onKubernetes reports whether the Manager's sandboxes are Pods.
 func (m *Manager) onKubernetes() bool { return m.info.Backend == engine.BackendKubernetes }
 
@@ -207,6 +229,12 @@ func (m *Manager) kubeSetup() error {
 		return sbxerr.New(ErrUnsupported, "WithAgent(false) on Kubernetes: sandboxes there are served by their agent")
 	}
 	m.cfg.deleteOnExpiry = true
+	if k := m.cfg.kube; k != nil && k.Ports == "" {
+		k.Ports = NetworkViaAgent
+		if k.Kubeconfig == "" && os.Getenv("KUBECONFIG") == "" {
+			k.Ports = NetworkViaPodIP // in the cluster
+		}
+	}
 	routeKlog(m.log)
 	return nil
 }

@@ -116,7 +116,9 @@ func TestKubernetesPortOnPodIP(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	ctx := context.Background()
-	m := kubeBackend(t).manager(t)
+	b := kubeBackend(t)
+	b.opts = []Option{WithKubernetes(KubernetesConfig{Kubeconfig: kubeenv.Kubeconfig(t), PullPolicy: "Never", Ports: NetworkViaPodIP})}
+	m := b.manager(t)
 	sb := createConf(t, m, func(o *CreateOptions) { o.Ports = []string{"8080"} })
 	is.NoErr(m.WriteFile(ctx, sb.ID, "/tmp/www/index.html", []byte("from the pod"), 0o644))
 	_, err := m.Exec(ctx, sb.ID, ExecOptions{Command: "httpd", Args: []string{"-f", "-p", "8080", "-h", "/tmp/www"}})
@@ -195,4 +197,20 @@ func TestKubernetesPoolResize(t *testing.T) {
 		r, err := m.Run(ctx, res.ID, ExecOptions{Command: "cat", Args: []string{"/sys/fs/cgroup/memory/memory.limit_in_bytes"}})
 		return err == nil && strings.TrimSpace(string(r.Stdout)) == "314572800"
 	})
+}
+
+// TestKubernetesPortViaAgent: a Manager with a kubeconfig (not in the
+// cluster) reaches ports through the agent's session.
+func TestKubernetesPortViaAgent(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := context.Background()
+	m := kubeBackend(t).manager(t)
+	sb := createConf(t, m, func(o *CreateOptions) { o.Ports = []string{"8080"} })
+	n, err := m.Network(ctx, sb.ID)
+	is.NoErr(err)
+	is.Equal(n.Via, NetworkViaAgent)
+	is.Equal(n.HostIP, "")
+	is.Equal(n.Ports["8080/tcp"], "8080")
+	dialPortCase(t, m, sb.ID)
 }

@@ -108,6 +108,11 @@ type Sandbox struct {
 	PortMap map[string]string
 	// HostIP is the host address ports are published on.
 	HostIP string
+	// PortsVia says how PortMap is reached (Network.Via): on HostIP
+	// (NetworkViaHostPorts, NetworkViaPodIP), or through the agent's
+	// session (NetworkViaAgent: DialPort; HostIP is empty and PortMap maps
+	// each port to itself).
+	PortsVia string
 	// Resources are the sandbox's limits.
 	Resources Resources
 	// TTL is the sandbox's time to live.
@@ -229,12 +234,18 @@ func (m *Manager) sandboxOf(c engine.Container) *Sandbox {
 			s.Labels[k] = v
 		}
 	}
+	s.PortsVia = m.portsVia()
 	switch {
-	case s.Running() && m.onKubernetes():
+	case m.onKubernetes():
 		// A Pod publishes nothing on a host: its ports are reached on its
-		// own address (the preview proxy dials HostIP:PortMap[port]).
-		if ip := c.IPs["pod"]; ip != "" {
+		// own address or through the agent (the preview proxy dials
+		// HostIP:PortMap[port], or DialPort).
+		s.HostIP = ""
+		ip := c.IPs["pod"]
+		if s.PortsVia == NetworkViaPodIP {
 			s.HostIP = ip
+		}
+		if s.Running() && (ip != "" || s.PortsVia == NetworkViaAgent) {
 			for _, p := range s.Ports {
 				num, _, _ := strings.Cut(p, "/")
 				s.PortMap[p] = num

@@ -246,15 +246,18 @@ type Network struct {
 	// ("32768"); empty while the sandbox is not running.
 	Ports map[string]string
 	// Via says how the ports are reached: NetworkViaHostPorts (published
-	// on HostIP, Docker), or NetworkViaPodIP (HostIP is the Pod's address
-	// and the ports are the container's own, Kubernetes).
+	// on HostIP, Docker), NetworkViaPodIP (HostIP is the Pod's address and
+	// the ports are the container's own, Kubernetes with a Manager that
+	// reaches Pod IPs), or NetworkViaAgent (through the agent's session
+	// with DialPort; HostIP is empty).
 	Via string
 }
 
-// How a sandbox's ports are reached (Network.Via).
+// How a sandbox's ports are reached (Network.Via, Sandbox.PortsVia).
 const (
 	NetworkViaHostPorts = "host-ports"
 	NetworkViaPodIP     = "pod-ip"
+	NetworkViaAgent     = "agent"
 )
 
 // Network returns the sandbox's main port and port map.
@@ -263,9 +266,5 @@ func (m *Manager) Network(ctx context.Context, id string) (Network, error) {
 	if err != nil {
 		return Network{}, fmt.Errorf("network: %w", err)
 	}
-	via := NetworkViaHostPorts
-	if m.onKubernetes() {
-		via = NetworkViaPodIP
-	}
-	return Network{HostIP: s.HostIP, MainPort: s.MainPort(), Ports: s.PortMap, Via: via}, nil
+	return Network{HostIP: s.HostIP, MainPort: s.MainPort(), Ports: s.PortMap, Via: s.PortsVia}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/opensbx/opensbx"
 	"github.com/opensbx/opensbx/internal/kubeenv"
 	"github.com/opensbx/opensbx/internal/testenv"
+	"github.com/opensbx/opensbx/preview"
 )
 
 // TestKubernetesHTTP drives the API over a Manager on the Kubernetes
@@ -78,8 +80,36 @@ func TestKubernetesHTTP(t *testing.T) {
 	r = a.call("GET", "/v1/sandboxes/"+id+"/network", nil)
 	want(t, r, 200, "")
 	netw := r.json(t)
-	is.Equal(netw["via"], "pod-ip")
+	is.Equal(netw["via"], "agent") // a Manager outside the cluster
 	is.Equal(netw["ports_map"], map[string]any{"8080/tcp": "8080"})
+
+	// The preview proxy reaches the port through the agent.
+	want(t, a.call("PUT", filesURL(id, "/tmp/www/index.html"), map[string]any{"content": "previewed"}), 200, "")
+	a.run(id, map[string]any{"command": "httpd", "args": []string{"-f", "-p", "8080", "-h", "/tmp/www"}})
+	p, err := preview.New(m, preview.WithBaseURL("http://localhost:3000"))
+	is.NoErr(err)
+	defer p.Close()
+	ps := httptest.NewServer(p)
+	defer ps.Close()
+	name := a.call("GET", "/v1/sandboxes/"+id, nil).json(t)["name"].(string)
+	var body string
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", ps.URL+"/index.html", nil)
+		req.Host = name + ".localhost:3000"
+		res, err := ps.Client().Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			body = string(b)
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no preview: %v %s", err, body)
+		}
+	}
+	is.Equal(body, "previewed")
 
 	r = a.call("GET", "/v1/sandboxes/"+id+"/stats", nil)
 	want(t, r, 200, "")

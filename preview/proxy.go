@@ -550,16 +550,23 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // it, so a connection made for one sandbox is never reused for another
 // that later got the same host port; dial turns it back into the address.
 func upstreamHost(rt *route, hostPort string) string {
+	id := rt.id
+	if len(id) > 32 {
+		id = id[:32] // a DNS label; a unique prefix among the Manager's sandboxes
+	}
+	if rt.agent {
+		// "<port>.agent.<id>.invalid": dial goes through the agent.
+		return hostPort + "." + viaAgent + "." + id + ".invalid"
+	}
 	ip := net.ParseIP(rt.hostIP)
 	if v4 := ip.To4(); v4 != nil {
 		ip = v4
 	}
-	id := rt.id
-	if len(id) > 32 {
-		id = id[:32]
-	}
 	return hostPort + "." + hex.EncodeToString(ip) + "." + id + ".invalid"
 }
+
+// viaAgent marks an upstream host reached through the sandbox's agent.
+const viaAgent = "agent"
 
 // dialError marks a failure to connect, which the transport may retry on a
 // route looked up again.
@@ -578,6 +585,19 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	parts := strings.Split(host, ".")
 	if len(parts) != 4 || parts[3] != "invalid" {
 		return nil, &dialError{fmt.Errorf("bad upstream %q", host)}
+	}
+	if parts[1] == viaAgent {
+		port, ok := parsePort(parts[0])
+		if !ok {
+			return nil, &dialError{fmt.Errorf("bad upstream %q", host)}
+		}
+		dctx, cancel := context.WithTimeout(ctx, p.cfg.dialTimeout)
+		defer cancel()
+		c, err := p.m.DialPort(dctx, parts[2], port)
+		if err != nil {
+			return nil, &dialError{err}
+		}
+		return c, nil
 	}
 	ip, err := hex.DecodeString(parts[1])
 	if _, ok := parsePort(parts[0]); !ok || err != nil || (len(ip) != net.IPv4len && len(ip) != net.IPv6len) {

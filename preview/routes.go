@@ -22,6 +22,7 @@ type route struct {
 	ports   []string          // "8080/tcp", main port first
 	portMap map[string]string // container port -> host port, when running
 	hostIP  string            // the address to dial host ports on
+	agent   bool              // dial through the agent (Manager.DialPort), not hostIP
 }
 
 func routeOf(sb *opensbx.Sandbox) *route {
@@ -33,6 +34,7 @@ func routeOf(sb *opensbx.Sandbox) *route {
 		ports:   sb.Ports,
 		portMap: sb.PortMap,
 		hostIP:  dialIP(sb.HostIP),
+		agent:   sb.PortsVia == opensbx.NetworkViaAgent,
 	}
 }
 

@@ -29,6 +29,7 @@
 //	-k8s-agent-image   K8S_AGENT_IMAGE    image the agent is installed from (default opensbx-agent:<version>)
 //	-k8s-pull-policy   K8S_PULL_POLICY    sandbox images' pull policy (default IfNotPresent)
 //	-k8s-agent-host-dir K8S_AGENT_HOST_DIR the nodes' directory of the agent (default: an init container installs it)
+//	-k8s-ports         K8S_PORTS          pod-ip or agent: how ports are reached (default: pod-ip in the cluster, else agent)
 //
 // `opensbx agent-image [-arch ARCH] [-tag REF] > agent.tar` writes the agent
 // image as a `docker save` archive, for `ctr -n k8s.io images import` on the

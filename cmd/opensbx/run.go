@@ -102,6 +102,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	kubeNamespace := str("k8s-namespace", "default", "Kubernetes namespace of the sandboxes' Pods with BACKEND=kubernetes")
 	kubeAgentImage := str("k8s-agent-image", "", "image the agent is installed from with BACKEND=kubernetes (default: opensbx-agent:<version>; `opensbx agent-image` writes it)")
 	kubePull := str("k8s-pull-policy", "IfNotPresent", "pull policy of sandbox images with BACKEND=kubernetes: IfNotPresent, Always or Never")
+	kubePorts := str("k8s-ports", "", "how sandbox ports are reached with BACKEND=kubernetes: pod-ip or agent (default: pod-ip in the cluster, agent with a kubeconfig)")
 	kubeAgentDir := str("k8s-agent-host-dir", "", "directory on every node holding the agent (opensbx agent-install DIR) with BACKEND=kubernetes; default: an init container installs it from the agent image")
 	logFormat := str("log-format", "json", "log format: json or text")
 	logLevel := str("log-level", "info", "log level: debug, info, warn or error")
@@ -216,7 +217,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	switch strings.ToLower(*backend) {
 	case "docker":
 	case "kubernetes", "k8s":
-		c.kube = &opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *kubeNamespace, AgentImage: *kubeAgentImage, PullPolicy: *kubePull, AgentHostDir: *kubeAgentDir}
+		c.kube = &opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *kubeNamespace, AgentImage: *kubeAgentImage, PullPolicy: *kubePull, AgentHostDir: *kubeAgentDir, Ports: *kubePorts}
 		if c.dockerHost != "" {
 			bad("docker-host", fmt.Errorf("not with BACKEND=kubernetes"))
 		}

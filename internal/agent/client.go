@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -958,6 +959,32 @@ func (c *Client) ListDir(ctx context.Context, path string, fn func(FileInfo) err
 		return FileInfo{}, protocolError("agent listdir: bad directory description")
 	}
 	return dir, nil
+}
+
+// Dial connects to TCP port on the sandbox's loopback through the session
+// and returns the connection (a stream of the session; Close ends it). ctx
+// bounds the connecting only. Errors: ErrInvalid for a bad port,
+// ErrConflict when nothing accepts connections on it, ErrUnsupported from
+// an agent without OpDial.
+func (c *Client) Dial(ctx context.Context, port int) (net.Conn, error) {
+	cl, err := c.open(ctx, wire.OpDial, wire.DialRequest{Port: port})
+	if err != nil {
+		return nil, err
+	}
+	r, err := cl.response()
+	if err != nil {
+		cl.close()
+		return nil, err
+	}
+	if len(r.Body) > 0 || len(r.Items) > 0 {
+		cl.close()
+		return nil, protocolError("agent %s: unexpected content in the response", wire.OpDial)
+	}
+	if !cl.stop() { // ctx ended meanwhile: its AfterFunc closed the stream
+		cl.st.Close()
+		return nil, fmt.Errorf("agent %s: %w", wire.OpDial, ctx.Err())
+	}
+	return cl.st, nil
 }
 
 // Remove removes the file, symbolic link (not its target) or directory

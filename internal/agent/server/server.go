@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -375,6 +376,10 @@ func (s *Server) handle(sctx context.Context, st *yamux.Stream) {
 	st.SetReadDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(sctx)
 	defer cancel()
+	if req.Op == wire.OpDial {
+		s.dial(ctx, st, req, w)
+		return
+	}
 	// A cancelled operation must not stay blocked writing to a client that
 	// stopped reading.
 	stop := context.AfterFunc(ctx, func() { st.SetWriteDeadline(time.Unix(1, 0)) })
@@ -600,4 +605,62 @@ func (s *Server) list(ctx context.Context, w *wire.Writer) error {
 		return err
 	}
 	return respond(w, nil)
+}
+
+// dialTimeout bounds connecting to a port in the sandbox.
+const dialTimeout = 5 * time.Second
+
+// dial answers OpDial: it connects to the port on loopback (IPv4, then
+// IPv6) and then copies bytes between the stream and the connection until
+// both directions ended, the session closes or the server does.
+func (s *Server) dial(ctx context.Context, st *yamux.Stream, req wire.Request, w *wire.Writer) {
+	var r wire.DialRequest
+	fail := func(err error) {
+		respondErr(w, err)
+		w.Flush()
+	}
+	if err := decodeBody(req, &r); err != nil {
+		fail(err)
+		return
+	}
+	if r.Port < 1 || r.Port > 65535 {
+		fail(invalid("port %d is not 1 to 65535", r.Port))
+		return
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	port := strconv.Itoa(r.Port)
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		c, err = d.DialContext(ctx, "tcp", net.JoinHostPort("::1", port))
+	}
+	if err != nil {
+		fail(conflict("nothing accepts connections on port %d in the sandbox: %v", r.Port, err))
+		return
+	}
+	defer c.Close()
+	if err := respond(w, nil); err != nil {
+		return
+	}
+	if err := w.Flush(); err != nil {
+		return
+	}
+	stop := context.AfterFunc(ctx, func() {
+		c.Close()
+		st.Close()
+	})
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(c, st) // the client's bytes to the port
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	}()
+	io.Copy(st, c) // the port's bytes back
+	st.Close()     // our half; the client sees EOF
+	// The port is done sending; what the client still sends is bounded.
+	t := time.AfterFunc(dialTimeout, func() { st.SetReadDeadline(time.Unix(1, 0)) })
+	defer t.Stop()
+	<-done
 }

@@ -66,7 +66,16 @@ const (
 	OpTarIn Op = "tarin"
 	// OpStats: StatsRequest -> Response{Body: Stats}.
 	OpStats Op = "stats"
+	// OpDial: DialRequest -> Response{}, after which the stream carries the
+	// bytes of a TCP connection to the port on the sandbox's loopback, both
+	// ways, until either side closes.
+	OpDial Op = "dial"
 )
+
+// DialRequest asks for a connection to TCP Port inside the sandbox.
+type DialRequest struct {
+	Port int `json:"port"`
+}
 
 // Request opens a stream.
 type Request struct {
