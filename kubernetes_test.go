@@ -214,3 +214,20 @@ func TestKubernetesPortViaAgent(t *testing.T) {
 	is.Equal(n.Ports["8080/tcp"], "8080")
 	dialPortCase(t, m, sb.ID)
 }
+
+func TestWithKubernetesRejectsBadValues(t *testing.T) {
+	for name, c := range map[string]KubernetesConfig{
+		"pull policy":       {PullPolicy: "Sometimes"},
+		"namespace":         {Namespace: "Not_A_Label"},
+		"namespace dash":    {Namespace: "-x"},
+		"ports":             {Ports: "host"},
+		"relative host dir": {AgentHostDir: "agent"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := New(context.Background(), WithKubernetes(c))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("%+v: %v, want ErrInvalid", c, err)
+			}
+		})
+	}
+}

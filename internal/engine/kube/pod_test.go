@@ -195,3 +195,21 @@ func TestPodForAgentHostDir(t *testing.T) {
 		is.True(err != nil) // never a path out of the directory
 	}
 }
+
+// FuzzContainerOf: whatever a pod's annotations hold (the cluster's
+// answer is not trusted), reading it back never panics, and what is read
+// as ours has a full id matching the pod's name.
+func FuzzContainerOf(f *testing.F) {
+	id := newID()
+	f.Add(id, podName(id), `{"a":"b"}`, "name")
+	f.Add("x", "sbx-x", "{", "")
+	f.Add(id, podName(id), "null", "\x00")
+	f.Fuzz(func(t *testing.T, annID_, name, labels, cname string) {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{annID: annID_, annLabels: labels, annName: cname}}}
+		c, ok := containerOf(p)
+		if ok && (!engine.IsFullID(c.ID) || podName(c.ID) != name || c.Labels == nil) {
+			t.Fatalf("accepted %+v", c)
+		}
+		_ = selector(map[string]string{labels: cname})
+	})
+}
