@@ -46,7 +46,16 @@ type ExecOptions struct {
 	// command, Run sends SIGKILL to the command's process tree. Without it
 	// the command keeps running and can be waited for or killed later.
 	KillOnCancel bool
+
+	// startHold is set by Run: the agent may answer that the command
+	// started once it has finished, up to this long, so that a short
+	// command's start, output and end travel as one message.
+	startHold time.Duration
 }
+
+// runStartHold is how long Run lets the agent hold the start of a command
+// for its end (see ExecOptions.startHold).
+const runStartHold = 10 * time.Millisecond
 
 // CommandState is the lifecycle state of a command.
 type CommandState string
@@ -274,6 +283,9 @@ func (e *ExitError) Error() string {
 // command if opts.KillOnCancel. Run returns a nil Result only when the
 // command could not be started.
 func (m *Manager) Run(ctx context.Context, sandboxID string, opts ExecOptions) (*Result, error) {
+	if opts.Stdin == nil && !opts.OpenStdin {
+		opts.startHold = runStartHold // nobody feeds it meanwhile: Run waits for the end anyway
+	}
 	cmd, err := m.Exec(ctx, sandboxID, opts)
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)

@@ -51,7 +51,7 @@ func (m *Manager) execAgent(ctx context.Context, sandboxID string, client *agent
 	}
 	req := agent.ExecRequest{
 		ID: id, Argv: append([]string{opts.Command}, opts.Args...), Env: env, Cwd: opts.Cwd, User: opts.User,
-		OpenStdin: attachStdin, OutputLimit: m.cfg.outputLimit,
+		OpenStdin: attachStdin, OutputLimit: m.cfg.outputLimit, StartHold: opts.startHold,
 	}
 	started := make(chan error, 1)
 	if !m.goBackground(func(bctx context.Context) {
@@ -66,6 +66,17 @@ func (m *Manager) execAgent(ctx context.Context, sandboxID string, client *agent
 			m.cmds.save(e)
 			if opts.Stdin != nil {
 				m.goBackground(func(bctx context.Context) { e.stdin.copyFrom(bctx, opts.Stdin, !opts.OpenStdin) })
+			}
+			if opts.KillOnCancel && ctx.Err() != nil {
+				// Run gave up before the start was known: it cannot kill
+				// what it never saw, so the kill happens here.
+				m.goBackground(func(bctx context.Context) {
+					kctx, cancel := cleanupContext(bctx)
+					defer cancel()
+					if _, err := m.KillCommand(kctx, sandboxID, id, sigKill); err != nil && !errors.Is(err, ErrConflict) {
+						m.log.Warn("kill a command whose Run gave up", "command", id, "err", err)
+					}
+				})
 			}
 			started <- nil
 		}, e.write)

@@ -83,12 +83,12 @@ type Client struct {
 const uploadChunk = 16 << 10
 
 // trackedConn remembers the first error of the connection, to explain a
-// dead session, and joins yamux's frame headers to their bodies.
+// dead session, and batches yamux's writes (wire.Batcher).
 type trackedConn struct {
-	rwc  io.ReadWriteCloser
-	join *wire.HeaderJoiner
-	mu   sync.Mutex
-	fail error
+	rwc   io.ReadWriteCloser
+	batch *wire.Batcher
+	mu    sync.Mutex
+	fail  error
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -100,14 +100,20 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
-	n, err := c.join.Write(p)
+	n, err := c.batch.Write(p)
 	if err != nil {
 		c.setErr(err)
 	}
 	return n, err
 }
 
-func (c *trackedConn) Close() error { return c.rwc.Close() }
+// Close closes the connection (which ends a write of it under way) and
+// then stops the batcher.
+func (c *trackedConn) Close() error {
+	err := c.rwc.Close()
+	c.batch.Close()
+	return err
+}
 
 func (c *trackedConn) setErr(err error) {
 	c.mu.Lock()
@@ -123,11 +129,13 @@ func (c *trackedConn) err() error {
 	return c.fail
 }
 
-// clientConfig keeps an idle session small: the agent never opens streams
-// (a backlog of one), no keepalive goroutine, no per-stream open timer.
+// clientConfig keeps an idle session small: no keepalive goroutine, no
+// per-stream open timer. The backlog also bounds the streams this side has
+// opened and the agent not yet accepted: one would make concurrent
+// operations wait for each other's acceptance.
 func clientConfig() *yamux.Config {
 	c := yamux.DefaultConfig()
-	c.AcceptBacklog = 1
+	c.AcceptBacklog = 256
 	c.EnableKeepAlive = false
 	c.ConnectionWriteTimeout = 30 * time.Second
 	c.StreamCloseTimeout = time.Minute
@@ -142,10 +150,10 @@ func clientConfig() *yamux.Config {
 // (else ErrIncompatible). The Client owns conn from then on, also on error
 // (it is closed); closing conn must unblock a pending Read.
 func NewClient(ctx context.Context, conn io.ReadWriteCloser) (*Client, error) {
-	tc := &trackedConn{rwc: conn, join: wire.NewHeaderJoiner(conn)}
+	tc := &trackedConn{rwc: conn, batch: wire.NewBatcher(conn, wire.BatchOptions{HoldFIN: true})}
 	sess, err := yamux.Client(tc, clientConfig())
 	if err != nil {
-		conn.Close()
+		tc.Close()
 		return nil, fmt.Errorf("agent session: %w", err)
 	}
 	c := &Client{conn: tc, sess: sess}

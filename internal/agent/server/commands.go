@@ -47,6 +47,20 @@ type registry struct {
 
 	sigMu sync.Mutex // one tree walk at a time
 	wg    sync.WaitGroup
+
+	homeMu  sync.Mutex
+	homeKey homeKey // the passwd file the cached home was read from
+	home    string  // HOME of the agent's own user, once read
+
+	nullMu sync.Mutex
+	null   *os.File // /dev/null, the stdin of commands without one; kept open
+}
+
+// homeKey identifies a version of the passwd file.
+type homeKey struct {
+	mod  time.Time
+	size int64
+	ok   bool
 }
 
 // command is one command. Fields after mu are guarded by it.
@@ -65,7 +79,8 @@ type command struct {
 
 	mu          sync.Mutex
 	pid         int
-	start       uint64 // clock ticks after boot, for the tree walk
+	start       uint64        // clock ticks after boot, for the tree walk
+	startRead   chan struct{} // closed once start is read (or could not be)
 	startedAt   time.Time
 	finishedAt  time.Time
 	exited      bool // the process has ended (or never started)
@@ -151,6 +166,9 @@ func (r *registry) validate(req *wire.ExecRequest) error {
 	if strings.IndexByte(req.User, 0) >= 0 {
 		return invalid("user %q contains a NUL byte", req.User)
 	}
+	if req.StartHold < 0 || req.StartHold > wire.MaxStartHold {
+		return invalid("start hold %v: want 0 to %v", req.StartHold, wire.MaxStartHold)
+	}
 	if req.OutputLimit < 0 || req.OutputLimit > r.cfg.MaxOutputLimit {
 		return invalid("output limit %d: want 0 (default) to %d bytes", req.OutputLimit, r.cfg.MaxOutputLimit)
 	}
@@ -176,6 +194,7 @@ func (r *registry) exec(req wire.ExecRequest) (wire.Command, *command, error) {
 		openStdin: req.OpenStdin, limit: limit,
 		out:       outbuf.New(limit),
 		done:      make(chan struct{}),
+		startRead: make(chan struct{}),
 		stdinTurn: make(chan struct{}, 1),
 	}
 	r.mu.Lock()
@@ -197,6 +216,7 @@ func (r *registry) exec(req wire.ExecRequest) (wire.Command, *command, error) {
 	r.mu.Unlock()
 
 	if code, msg := r.start(c, req); msg != "" {
+		close(c.startRead)
 		c.out.Write(outbuf.Stderr, []byte(msg+"\n"))
 		c.mu.Lock()
 		c.exited, c.exitCode, c.errMsg = true, code, msg
@@ -258,16 +278,27 @@ func (r *registry) start(c *command, req wire.ExecRequest) (int, string) {
 		}
 		files[0], c.stdin = pr, pw
 	} else {
-		null, err := os.Open(os.DevNull)
+		null, err := r.devNull()
 		if err != nil {
 			return 126, fmt.Sprintf("exec: %q: open %s: %v", c.argv[0], os.DevNull, err)
 		}
 		files[0] = null
 	}
+	shared := files[0] // not the child's own: kept open
+	if c.openStdin {
+		shared = nil
+	}
+	closeChildEnds := func() {
+		for _, f := range files {
+			if f != nil && f != shared {
+				f.Close()
+			}
+		}
+	}
 	for i := range 2 {
 		pr, pw, err := os.Pipe()
 		if err != nil {
-			closeAll(files[:])
+			closeChildEnds()
 			closeAll(parentEnds)
 			r.closeStdin(c)
 			return 126, fmt.Sprintf("exec: %q: output pipe: %v", c.argv[0], err)
@@ -284,7 +315,7 @@ func (r *registry) start(c *command, req wire.ExecRequest) (int, string) {
 		}
 	}
 	proc, err := os.StartProcess(prog, c.argv, &os.ProcAttr{Dir: dir, Env: env, Files: files[:], Sys: sys})
-	closeAll(files[:]) // the child's ends
+	closeChildEnds()
 	if err != nil {
 		closeAll(parentEnds)
 		r.closeStdin(c)
@@ -294,12 +325,8 @@ func (r *registry) start(c *command, req wire.ExecRequest) (int, string) {
 		}
 		return code, fmt.Sprintf("exec: %q: %v", c.argv[0], pathErrText(err))
 	}
-	var start uint64
-	if st, err := r.procfs.stat(proc.Pid); err == nil {
-		start = st.start
-	}
 	c.mu.Lock()
-	c.pid, c.start = proc.Pid, start
+	c.pid = proc.Pid
 	c.mu.Unlock()
 
 	var pumps sync.WaitGroup
@@ -312,6 +339,15 @@ func (r *registry) start(c *command, req wire.ExecRequest) (int, string) {
 	}
 	go func() {
 		defer r.wg.Done()
+		// The start time, for the tree walk, is read while the process
+		// cannot have been reaped yet, and after the answer that it started
+		// is on its way.
+		if st, err := r.procfs.stat(proc.Pid); err == nil {
+			c.mu.Lock()
+			c.start = st.start
+			c.mu.Unlock()
+		}
+		close(c.startRead)
 		code := 255
 		if ps, err := proc.Wait(); err == nil {
 			code = exitCode(ps)
@@ -353,12 +389,48 @@ func exitCode(ps *os.ProcessState) int {
 	return ps.ExitCode()
 }
 
-// selfHome is HOME for a command run as the agent's own user.
+// selfHome is HOME for a command run as the agent's own user: read from
+// the passwd file again only when that file changed.
 func (r *registry) selfHome() string {
-	if a, err := resolveUser(fmt.Sprint(os.Getuid()), r.cfg.PasswdFile, r.cfg.GroupFile); err == nil {
-		return a.home
+	var key homeKey
+	if st, err := os.Stat(r.cfg.PasswdFile); err == nil {
+		key = homeKey{mod: st.ModTime(), size: st.Size(), ok: true}
 	}
-	return "/"
+	r.homeMu.Lock()
+	defer r.homeMu.Unlock()
+	if key.ok && key == r.homeKey && r.home != "" {
+		return r.home
+	}
+	home := "/"
+	if a, err := resolveUser(fmt.Sprint(os.Getuid()), r.cfg.PasswdFile, r.cfg.GroupFile); err == nil {
+		home = a.home
+	}
+	r.home, r.homeKey = home, key
+	return home
+}
+
+// closeNull closes the registry's /dev/null.
+func (r *registry) closeNull() {
+	r.nullMu.Lock()
+	defer r.nullMu.Unlock()
+	if r.null != nil {
+		r.null.Close()
+		r.null = nil
+	}
+}
+
+// devNull returns the registry's /dev/null, opened once.
+func (r *registry) devNull() (*os.File, error) {
+	r.nullMu.Lock()
+	defer r.nullMu.Unlock()
+	if r.null == nil {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			return nil, err
+		}
+		r.null = f
+	}
+	return r.null, nil
 }
 
 // pathErrText returns the reason of an *fs.PathError, or err's text.
@@ -556,6 +628,9 @@ func (r *registry) signal(id string, sig int) (wire.Command, error) {
 		c.mu.Unlock()
 		return wire.Command{}, conflict("command %s has finished", id)
 	}
+	c.mu.Unlock()
+	<-c.startRead
+	c.mu.Lock()
 	pid, start := c.pid, c.start
 	c.mu.Unlock()
 	if _, err := r.procfs.signalTree(pid, start, syscall.Signal(sig)); err != nil {
@@ -663,6 +738,7 @@ func (r *registry) close(timeout time.Duration) {
 		}
 	}
 	r.mu.Unlock()
+	defer r.closeNull()
 	for _, c := range running {
 		c.mu.Lock()
 		pid, start, finished := c.pid, c.start, c.finished

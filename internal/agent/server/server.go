@@ -275,9 +275,10 @@ func (y yamuxLogger) Println(v ...any)               { y.l.Debug(fmt.Sprint(v...
 // ServeConn serves one session on conn (the agent as the yamux server)
 // until conn fails, the client ends the session or Close. It closes conn.
 func (s *Server) ServeConn(conn io.ReadWriteCloser) error {
-	sess, err := yamux.Server(joinedConn{conn, wire.NewHeaderJoiner(conn)}, s.yamuxConfig())
+	bc := batchedConn{conn, wire.NewBatcher(conn, wire.BatchOptions{})}
+	sess, err := yamux.Server(bc, s.yamuxConfig())
 	if err != nil {
-		conn.Close()
+		bc.Close()
 		return err
 	}
 	s.mu.Lock()
@@ -324,13 +325,21 @@ func (s *Server) ServeConn(conn io.ReadWriteCloser) error {
 	}
 }
 
-// joinedConn writes through a HeaderJoiner.
-type joinedConn struct {
+// batchedConn writes through a wire.Batcher.
+type batchedConn struct {
 	io.ReadWriteCloser
-	join *wire.HeaderJoiner
+	batch *wire.Batcher
 }
 
-func (c joinedConn) Write(p []byte) (int, error) { return c.join.Write(p) }
+func (c batchedConn) Write(p []byte) (int, error) { return c.batch.Write(p) }
+
+// Close closes the connection (ending a write of it under way), then stops
+// the batcher.
+func (c batchedConn) Close() error {
+	err := c.ReadWriteCloser.Close()
+	c.batch.Close()
+	return err
+}
 
 // Close ends every session and listener, kills the running commands and
 // waits (a bounded time) for them. It is idempotent.
@@ -446,6 +455,16 @@ func (s *Server) dispatch(ctx context.Context, watch func(), req wire.Request, f
 			return simple(info, err)
 		}
 		watch()
+		if r.StartHold > 0 {
+			t := time.NewTimer(r.StartHold)
+			select {
+			case <-c.done:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			info = c.info()
+		}
 		if err := respond(w, info); err != nil {
 			return err
 		}

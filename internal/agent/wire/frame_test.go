@@ -188,31 +188,3 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
-
-// writes records every write.
-type writes struct{ list [][]byte }
-
-func (w *writes) Write(p []byte) (int, error) {
-	w.list = append(w.list, append([]byte(nil), p...))
-	return len(p), nil
-}
-
-func TestHeaderJoiner(t *testing.T) {
-	is := is.New(t)
-	var w writes
-	j := NewHeaderJoiner(&w)
-	data := []byte{0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 5}   // data frame, stream 3, 5 bytes
-	update := []byte{0, 1, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0} // window update (SYN): no body
-	empty := []byte{0, 0, 0, 4, 0, 0, 0, 3, 0, 0, 0, 0}  // data frame without a body (FIN)
-	for _, p := range [][]byte{update, data, []byte("hello"), empty, data, bytes.Repeat([]byte("b"), joinMax+1)} {
-		n, err := j.Write(p)
-		is.NoErr(err)
-		is.Equal(n, len(p))
-	}
-	is.Equal(len(w.list), 5)
-	is.Equal(w.list[0], update)                   // at once
-	is.Equal(w.list[1], append(data, "hello"...)) // header and body in one write
-	is.Equal(w.list[2], empty)                    // nothing to wait for
-	is.Equal(w.list[3], data)                     // a large body: two writes
-	is.Equal(len(w.list[4]), joinMax+1)
-}

@@ -172,7 +172,15 @@ type ExecRequest struct {
 	OutputLimit int `json:"output_limit,omitempty"`
 	// Follow streams the output on the exec's own stream (see OpExec).
 	Follow bool `json:"follow,omitempty"`
+	// StartHold (nanoseconds, at most MaxStartHold), with Follow, lets
+	// the first Response wait until the command has finished or that long,
+	// so that a short command's record, output and trailer travel as one
+	// write: for a caller that waits for the end anyway.
+	StartHold time.Duration `json:"start_hold,omitempty"`
 }
+
+// MaxStartHold bounds ExecRequest.StartHold.
+const MaxStartHold = 100 * time.Millisecond
 
 // CommandState is the state of a command as the agent sees it.
 type CommandState string

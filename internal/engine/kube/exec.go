@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -50,13 +51,15 @@ func (k *Kube) Exec(ctx context.Context, id string, spec engine.ExecSpec) (engin
 		return nil, classify(err)
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	x := &kubeExec{id: newID(), cancel: cancel, done: make(chan struct{}), deadline: newDeadline()}
+	x := &kubeExec{id: newID(), cancel: cancel, done: make(chan struct{})}
 	x.outR, x.outW = io.Pipe()
 	x.errR, x.errW = io.Pipe()
 	opts := remotecommand.StreamOptions{Stdout: x.outW, Stderr: x.errW}
 	if spec.Stdin {
-		x.inR, x.inW = io.Pipe()
-		opts.Stdin = x.inR
+		// net.Pipe: synchronous like io.Pipe, with write deadlines of its
+		// own, so a Write needs no goroutine to give up on time.
+		x.in, x.stdin = net.Pipe()
+		opts.Stdin = x.stdin
 	}
 	k.track(x)
 	go func() {
@@ -91,27 +94,15 @@ type kubeExec struct {
 
 	outR, errR *io.PipeReader
 	outW, errW *io.PipeWriter
-	inR        *io.PipeReader // nil without stdin
-	inW        *io.PipeWriter
+	in         net.Conn // the write end of stdin; nil without stdin
+	stdin      net.Conn // the end the stream reads
 
 	done chan struct{} // closed when the stream ended
 	code int           // the exit status, once done
 	err  error         // the stream's error, when it broke
 
-	wmu      sync.Mutex // one Write at a time
-	dmu      sync.Mutex
-	deadline *deadline // the current write deadline
-	timer    *time.Timer
+	wmu sync.Mutex // one Write at a time
 }
-
-// deadline is closed once, when a write deadline passed.
-type deadline struct {
-	ch   chan struct{}
-	once sync.Once
-}
-
-func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
-func (d *deadline) pass()    { d.once.Do(func() { close(d.ch) }) }
 
 // exitStatus is what the exec stream's error says about the process.
 type exitStatus interface{ ExitStatus() int }
@@ -129,8 +120,8 @@ func (x *kubeExec) finish(err error) {
 	}
 	x.outW.CloseWithError(x.err)
 	x.errW.CloseWithError(x.err)
-	if x.inR != nil {
-		x.inR.CloseWithError(io.ErrClosedPipe)
+	if x.stdin != nil {
+		x.stdin.Close() // a Write under way fails
 	}
 	close(x.done)
 }
@@ -166,74 +157,45 @@ func (x *kubeExec) Output(stdout, stderr io.Writer) error {
 }
 
 // Write writes to the process's stdin, giving up at the write deadline.
+// A write cut short by the deadline leaves the stream's framing unknown, so
+// it ends the stream.
 func (x *kubeExec) Write(p []byte) (int, error) {
-	if x.inW == nil {
+	if x.in == nil {
 		return 0, sbxerr.Invalid("exec has no stdin")
 	}
 	x.wmu.Lock()
 	defer x.wmu.Unlock()
-	x.dmu.Lock()
-	dl := x.deadline
-	x.dmu.Unlock()
-	select {
-	case <-dl.ch:
-		return 0, os.ErrDeadlineExceeded
-	default:
-	}
-	type result struct {
-		n   int
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		n, err := x.inW.Write(p)
-		res <- result{n, err}
-	}()
-	select {
-	case r := <-res:
-		return r.n, r.err
-	case <-dl.ch:
-		// A write cut short leaves the stream's framing unknown: end it.
-		x.Close()
-		r := <-res
-		if r.err == nil {
-			return r.n, nil
+	n, err := x.in.Write(p)
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if n > 0 {
+			x.Close()
 		}
-		return r.n, os.ErrDeadlineExceeded
+		return n, os.ErrDeadlineExceeded
+	case errors.Is(err, io.ErrClosedPipe):
+		return n, io.ErrClosedPipe
 	}
+	return n, err
 }
 
 // CloseWrite ends the process's stdin.
 func (x *kubeExec) CloseWrite() error {
-	if x.inW == nil {
+	if x.in == nil {
 		return nil
 	}
-	return x.inW.Close()
+	return x.in.Close()
 }
 
 // SetWriteDeadline sets when a blocked Write gives up (zero: never).
 func (x *kubeExec) SetWriteDeadline(t time.Time) error {
-	x.dmu.Lock()
-	defer x.dmu.Unlock()
-	if x.timer != nil {
-		x.timer.Stop()
-		x.timer = nil
-	}
-	select {
-	case <-x.deadline.ch:
-		x.deadline = newDeadline() // passed before: arm anew
-	default:
-	}
-	if t.IsZero() {
+	if x.in == nil {
 		return nil
 	}
-	dl := x.deadline
-	d := time.Until(t)
-	if d <= 0 {
-		dl.pass()
-		return nil
+	if err := x.in.SetWriteDeadline(t); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		return err
 	}
-	x.timer = time.AfterFunc(d, dl.pass)
 	return nil
 }
 
@@ -246,11 +208,11 @@ const closeGrace = 2 * time.Second
 // EOF, such as the agent's relay, ends the stream cleanly; client-go logs
 // an error for every stream cut under it.
 func (x *kubeExec) Close() error {
-	if x.inW == nil {
+	if x.in == nil {
 		x.cancel()
 		return nil
 	}
-	x.inW.Close()
+	x.in.Close()
 	go func() {
 		select {
 		case <-x.done:
