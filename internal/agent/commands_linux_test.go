@@ -20,6 +20,7 @@ import (
 
 	"github.com/opensbx/opensbx/internal/agent"
 	"github.com/opensbx/opensbx/internal/agent/server"
+	"github.com/opensbx/opensbx/internal/agent/wire"
 	"github.com/opensbx/opensbx/internal/outbuf"
 )
 
@@ -605,4 +606,39 @@ func TestExecFollow(t *testing.T) {
 	is.Equal(cmds[len(cmds)-1].State, agent.StateRunning) // still running
 	_, err = e.c.Signal(ctx, "cmd_efsleep", 9)
 	is.NoErr(err)
+}
+
+// TestExecFollowStartHold: with StartHold the first answer waits for a
+// short command's end (one write of start, output and end), and for a long
+// one no longer than the hold; a hold beyond the limit is refused.
+func TestExecFollowStartHold(t *testing.T) {
+	is := is.New(t)
+	e := newEnv(t, server.Config{})
+	ctx := testCtx(t)
+	var first agent.Command
+	end, err := e.c.ExecFollow(ctx, agent.ExecRequest{ID: newID(), Argv: sh("echo hi"), StartHold: wire.MaxStartHold},
+		func(c agent.Command) { first = c }, func(outbuf.Chunk) error { return nil })
+	is.NoErr(err)
+	is.Equal(first.State, agent.StateFinished) // held until the end
+	is.Equal(*end.ExitCode, 0)
+
+	begun := time.Now()
+	var held time.Duration
+	id := newID()
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = e.c.ExecFollow(short, agent.ExecRequest{ID: id, Argv: []string{"sleep", "1000"}, StartHold: 20 * time.Millisecond},
+		func(c agent.Command) {
+			held = time.Since(begun)
+			first = c
+			cancel() // seen: stop following
+		}, func(outbuf.Chunk) error { return nil })
+	is.True(errors.Is(err, context.Canceled))
+	is.Equal(first.State, agent.StateRunning) // answered while it runs, once the hold passed
+	t.Logf("answered after %v", held)
+	_, err = e.c.Signal(ctx, id, 9)
+	is.NoErr(err)
+
+	_, err = e.c.ExecFollow(ctx, agent.ExecRequest{ID: newID(), Argv: []string{"true"}, StartHold: time.Second}, nil, func(outbuf.Chunk) error { return nil })
+	is.True(errors.Is(err, agent.ErrInvalid)) // over MaxStartHold
 }
