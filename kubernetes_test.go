@@ -6,12 +6,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/client"
 	"github.com/matryer/is"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/opensbx/opensbx/internal/kubeenv"
 	"github.com/opensbx/opensbx/internal/testenv"
@@ -178,6 +183,69 @@ func TestKubernetesAgentFromNode(t *testing.T) {
 	is.Equal(string(r.Stdout), "from the node's agent\n")
 	_, err = New(ctx, WithKubernetes(KubernetesConfig{Kubeconfig: "x", AgentHostDir: "relative/dir"}))
 	is.True(errors.Is(err, ErrInvalid))
+}
+
+// TestKubernetesAgentDaemonSet: the DaemonSet of AgentDaemonSet puts the
+// agent into a node directory (the test cluster's node is this machine) and
+// is Ready once it is there; a Manager using that directory runs sandboxes
+// without an init container.
+func TestKubernetesAgentDaemonSet(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	b := kubeBackend(t)
+	dir := t.TempDir()
+	kubeconfig := kubeenv.Kubeconfig(t)
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	is.NoErr(err)
+	cs, err := kubernetes.NewForConfig(rc)
+	is.NoErr(err)
+	ns := "opensbx-ds-" + strings.ToLower(newCommandID()[4:14])
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{testRunLabel: testRun}}}, metav1.CreateOptions{})
+	is.NoErr(err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("delete namespace %s: %v", ns, err)
+		}
+	})
+
+	ds, err := AgentDaemonSet(AgentDaemonSetOptions{Namespace: ns, HostDir: dir, Arch: "amd64", PullPolicy: "Never"})
+	is.NoErr(err)
+	_, err = cs.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{})
+	is.NoErr(err)
+	for {
+		got, err := cs.AppsV1().DaemonSets(ns).Get(ctx, ds.Name, metav1.GetOptions{})
+		is.NoErr(err)
+		if got.Status.DesiredNumberScheduled > 0 && got.Status.NumberReady == got.Status.DesiredNumberScheduled {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the DaemonSet was not ready: %+v", got.Status)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	matches, err := filepath.Glob(filepath.Join(dir, "opensbx-agent-amd64-*", "opensbx-agent"))
+	is.NoErr(err)
+	is.Equal(len(matches), 1) // installed where AgentHostDir looks
+	want, err := InstallAgent(t.TempDir(), "amd64")
+	is.NoErr(err)
+	is.Equal(filepath.Base(filepath.Dir(matches[0])), filepath.Base(filepath.Dir(want))) // this Manager's agent version
+
+	b.opts = []Option{WithKubernetes(KubernetesConfig{Kubeconfig: kubeconfig, PullPolicy: "Never", AgentHostDir: dir})}
+	m := b.manager(t)
+	sb := createConf(t, m)
+	r, err := m.Run(ctx, sb.ID, ExecOptions{Command: "echo", Args: []string{"installed by the DaemonSet"}})
+	is.NoErr(err)
+	is.Equal(string(r.Stdout), "installed by the DaemonSet\n")
+
+	for _, bad := range []AgentDaemonSetOptions{{HostDir: "relative"}, {HostDir: "/"}, {HostDir: "/a/../b"}, {HostDir: "/x", Arch: "sparc"}, {HostDir: "/x", PullPolicy: "Sometimes"}} {
+		_, err := AgentDaemonSet(bad)
+		is.True(errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnsupported)) // refused
+	}
 }
 
 // TestKubernetesPoolResize: a pool hit asking for other limits than the

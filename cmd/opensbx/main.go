@@ -34,8 +34,9 @@
 // `opensbx agent-image [-arch ARCH] [-tag REF] > agent.tar` writes the agent
 // image as a `docker save` archive, for `ctr -n k8s.io images import` on the
 // nodes or `docker load` and a push to the cluster's registry.
-// `opensbx agent-install DIR` writes the agent into a node's directory (for
-// example from a DaemonSet), for K8S_AGENT_HOST_DIR.
+// `opensbx agent-install DIR` writes the agent into a node's directory, for
+// K8S_AGENT_HOST_DIR; `opensbx agent-daemonset -dir DIR | kubectl apply -f -`
+// keeps it in that directory on every node (opensbx.AgentDaemonSet).
 //
 // The preview proxy:
 //

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -340,6 +341,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if len(args) > 0 && args[0] == "agent-install" {
 		return agentInstall(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "agent-daemonset" {
+		return agentDaemonSet(args[1:], stdout, stderr)
+	}
 	c, err := parseConfig(args, lookupEnv, stderr)
 	if err != nil {
 		return err
@@ -560,4 +564,35 @@ func agentInstall(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, p)
 	return nil
+}
+
+// agentDaemonSet prints the DaemonSet that keeps the agent on every node
+// (opensbx agent-daemonset -dir DIR | kubectl apply -f -), as JSON.
+func agentDaemonSet(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("opensbx agent-daemonset", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "the nodes' directory of the agent (K8S_AGENT_HOST_DIR); required")
+	ns := fs.String("namespace", "default", "namespace of the DaemonSet")
+	arch := fs.String("arch", "amd64", "CPU architecture of the nodes: amd64 or arm64")
+	img := fs.String("image", "", "the agent image (default opensbx-agent:<version>)")
+	pull := fs.String("pull-policy", "", "the image's pull policy (default IfNotPresent)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	ds, err := opensbx.AgentDaemonSet(opensbx.AgentDaemonSetOptions{Namespace: *ns, HostDir: *dir, Arch: *arch, Image: *img, PullPolicy: *pull})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	b, err := json.MarshalIndent(ds, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", b)
+	return err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -223,5 +224,37 @@ func TestAgentImageCommand(t *testing.T) {
 	err := run(context.Background(), []string{"agent-image", "-arch", "mips"}, func(string) (string, bool) { return "", false }, io.Discard, io.Discard)
 	if exitCode(err) != 2 {
 		t.Fatalf("bad arch: %v", err)
+	}
+}
+
+func TestAgentDaemonSetCommand(t *testing.T) {
+	noEnv := func(string) (string, bool) { return "", false }
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"agent-daemonset", "-dir", "/var/lib/opensbx/agent", "-namespace", "sbx"}, noEnv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var ds struct {
+		Kind     string
+		Metadata struct{ Name, Namespace string }
+		Spec     struct {
+			Template struct {
+				Spec struct {
+					Volumes []struct {
+						HostPath struct{ Path string }
+					}
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &ds); err != nil {
+		t.Fatalf("%v: %s", err, out.Bytes())
+	}
+	if ds.Kind != "DaemonSet" || ds.Metadata.Namespace != "sbx" || len(ds.Spec.Template.Spec.Volumes) != 1 || ds.Spec.Template.Spec.Volumes[0].HostPath.Path != "/var/lib/opensbx/agent" {
+		t.Fatalf("daemonset %+v", ds)
+	}
+	for _, args := range [][]string{{"agent-daemonset"}, {"agent-daemonset", "-dir", "rel"}, {"agent-daemonset", "-dir", "/x", "-arch", "mips"}, {"agent-daemonset", "-dir", "/x", "extra"}} {
+		if err := run(context.Background(), args, noEnv, io.Discard, io.Discard); exitCode(err) != 2 {
+			t.Fatalf("%q: %v", args, err)
+		}
 	}
 }

@@ -9,7 +9,8 @@
 //	opensbx-agent serve [flags] [-- main command...]
 //	opensbx-agent connect [-socket NAME]
 //	opensbx-agent version
-//	opensbx-agent install DIR
+//	opensbx-agent install [-mkdir] [-stay] DIR
+//	opensbx-agent install -check DIR
 //
 // serve is the sandbox's long-lived daemon, run as root as the container's
 // main process under the engine's init. It listens on an abstract unix
@@ -27,10 +28,14 @@
 //
 // install copies the program itself to DIR/opensbx-agent (mode 0755): the
 // init container of a Kubernetes sandbox runs it from the agent image to
-// put the agent into the volume the sandbox's container runs it from.
+// put the agent into the volume the sandbox's container runs it from. With
+// -stay it then waits for SIGTERM: the pod of the DaemonSet that keeps the
+// agent in a directory of every node (opensbx.AgentDaemonSet); -check is
+// that pod's readiness probe.
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -42,6 +47,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,7 +63,8 @@ const usage = `usage:
   opensbx-agent serve [flags] [-- main command...]
   opensbx-agent connect [-socket NAME]
   opensbx-agent version
-  opensbx-agent install DIR
+  opensbx-agent install [-mkdir] [-stay] DIR
+  opensbx-agent install -check DIR
 `
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -74,15 +81,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "opensbx-agent %s protocol %d\n", selfVersion(), wire.ProtocolVersion)
 		return 0
 	case "install":
-		if len(args) != 2 {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		if err := install(args[1]); err != nil {
-			fmt.Fprintf(stderr, "opensbx-agent install: %v\n", err)
-			return 1
-		}
-		return 0
+		return installCmd(args[1:], stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return 2
@@ -100,6 +99,57 @@ func selfVersion() string {
 		return "unknown"
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// installCmd is `install`: copy this program to DIR (-mkdir: making DIR
+// first), and with -stay then wait for SIGTERM (a DaemonSet's pod that keeps
+// the agent on its node); -check only reports, by its exit code, whether
+// DIR holds this very program (the pod's readiness).
+func installCmd(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("install", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mkdir := fs.Bool("mkdir", false, "make DIR (and its parents) first")
+	stay := fs.Bool("stay", false, "after installing, wait for SIGTERM or SIGINT")
+	check := fs.Bool("check", false, "exit 0 if DIR holds this program, 1 if not")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || !strings.HasPrefix(fs.Arg(0), "/") {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	dir := fs.Arg(0)
+	if *check {
+		if installed(dir) {
+			return 0
+		}
+		return 1
+	}
+	// Caught before the copy, so that a SIGTERM meanwhile is not lost.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	if *mkdir {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "opensbx-agent install: %v\n", err)
+			return 1
+		}
+	}
+	if err := install(dir); err != nil {
+		fmt.Fprintf(stderr, "opensbx-agent install: %v\n", err)
+		return 1
+	}
+	if *stay {
+		<-sigs
+	}
+	return 0
+}
+
+// installed reports whether dir/opensbx-agent is this program, byte for
+// byte.
+func installed(dir string) bool {
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		return false
+	}
+	there, err := os.ReadFile(dir + "/opensbx-agent")
+	return err == nil && bytes.Equal(self, there)
 }
 
 // install copies this program to dir/opensbx-agent through a temporary
