@@ -17,6 +17,8 @@
 //   - The channel is one yamux session over that exec's stream, the Manager
 //     as the yamux client (the engine's stdout framing demultiplexed by the
 //     caller); every call is one stream, framed as package wire describes.
+//     Both sides write the session through a wire.Batcher, so that a call's
+//     opening, request and answer each cross the engine as one message.
 //   - Client, in this package, speaks it.
 //
 // # Using a Client
