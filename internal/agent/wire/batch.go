@@ -41,6 +41,9 @@ const (
 	// batchKeep is the largest buffer a Batcher keeps between writes, so
 	// that an idle session stays small after a bulk transfer.
 	batchKeep = 16 << 10
+	// batchDirect: a larger write (a bulk transfer's body) is not copied
+	// but written by Write itself, after what came before it.
+	batchDirect = 8 << 10
 )
 
 // ErrBatcherClosed is what Write returns once the Batcher is closed.
@@ -71,6 +74,7 @@ type Batcher struct {
 	want     bool   // buf (up to heldFrom) should be written now
 	timer    *time.Timer
 	timed    bool // the timer is armed
+	busy     bool // a write of the connection is under way
 	err      error
 	closed   bool
 	done     chan struct{}
@@ -141,6 +145,9 @@ func (b *Batcher) Write(p []byte) (int, error) {
 		return 0, ErrBatcherClosed
 	}
 	header, opening := frameKind(p, b.holdFIN)
+	if len(p) > batchDirect && !header {
+		return b.writeLarge(p)
+	}
 	switch {
 	case b.heldFrom >= 0 && !header:
 		// The body of the held header (or whatever yamux wrote next).
@@ -165,6 +172,52 @@ func (b *Batcher) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// writeLarge writes a large p (a bulk transfer's body) itself, without
+// copying it: once everything before it is written (a held header goes
+// first, as a write of its own). Called with b.mu held.
+func (b *Batcher) writeLarge(p []byte) (int, error) {
+	for b.err == nil && !b.closed && (b.busy || b.ready() > 0) {
+		b.want = true
+		b.cond.Broadcast()
+		b.cond.Wait()
+	}
+	switch {
+	case b.err != nil:
+		return 0, b.err
+	case b.closed:
+		return 0, ErrBatcherClosed
+	}
+	head := append([]byte(nil), b.buf...) // the held header, if any
+	b.buf, b.heldFrom, b.busy = b.buf[:0], -1, true
+	b.mu.Unlock()
+	var err error
+	if len(head) > 0 {
+		_, err = b.w.Write(head)
+	}
+	if err == nil {
+		_, err = b.w.Write(p)
+	}
+	b.mu.Lock()
+	b.busy = false
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	b.cond.Broadcast()
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// ready is the number of bytes of buf before a held header. Called with
+// b.mu held.
+func (b *Batcher) ready() int {
+	if b.heldFrom >= 0 {
+		return b.heldFrom
+	}
+	return len(b.buf)
+}
+
 // expire sends a control frame that waited BatchHold.
 func (b *Batcher) expire() {
 	b.mu.Lock()
@@ -180,17 +233,10 @@ func (b *Batcher) loop() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
-		n := len(b.buf)
-		if b.heldFrom >= 0 {
-			n = b.heldFrom
-		}
-		for !b.closed && (!b.want || n == 0) {
+		for !b.closed && (!b.want || b.ready() == 0 || b.busy) {
 			b.cond.Wait()
-			n = len(b.buf)
-			if b.heldFrom >= 0 {
-				n = b.heldFrom
-			}
 		}
+		n := b.ready()
 		if b.closed {
 			return
 		}
@@ -204,9 +250,11 @@ func (b *Batcher) loop() {
 			b.timed = false
 			b.timer.Stop()
 		}
+		b.busy = true
 		b.mu.Unlock()
 		_, err := b.w.Write(out)
 		b.mu.Lock()
+		b.busy = false
 		if cap(out) <= batchKeep {
 			b.spare = out[:0]
 		} else {

@@ -75,6 +75,23 @@ func TestBatcherJoinsAFrame(t *testing.T) {
 	is.Equal(got[0], bytes.Join([][]byte{synFrame, dataFrame, []byte("hello")}, nil)) // the stream's opening, header and body
 }
 
+func TestBatcherWritesALargeBodyUncopied(t *testing.T) {
+	is := is.New(t)
+	var w writes
+	b := NewBatcher(&w, BatchOptions{Hold: time.Hour})
+	defer b.Close()
+	big := bytes.Repeat([]byte("b"), 64<<10)
+	header := []byte{0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 0, 0} // data frame, 64 KiB follow
+	for _, p := range [][]byte{[]byte("before"), header, big, []byte("after")} {
+		n, err := b.Write(p)
+		is.NoErr(err)
+		is.Equal(n, len(p))
+	}
+	got := waitWrites(t, &w, 4)
+	is.Equal(bytes.Join(got, nil), bytes.Join([][]byte{[]byte("before"), header, big, []byte("after")}, nil)) // in order
+	is.Equal(got[2], big)                                                                                     // the body in a write of its own
+}
+
 func TestBatcherHoldsAnOpeningOnlySoLong(t *testing.T) {
 	is := is.New(t)
 	var w writes
@@ -192,6 +209,7 @@ func TestBatcherClose(t *testing.T) {
 func FuzzBatcher(f *testing.F) {
 	f.Add(bytes.Join([][]byte{synFrame, dataFrame, []byte("hello"), finFrame}, nil), []byte{12, 12, 5, 12})
 	f.Add([]byte("plain bytes"), []byte{3, 0, 200})
+	f.Add(append([]byte{0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0x50, 0}, bytes.Repeat([]byte("z"), 20<<10)...), []byte{12, 0})
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
 		var w writes
 		b := NewBatcher(&w, BatchOptions{Hold: 100 * time.Microsecond, HoldFIN: len(cuts)%2 == 0})
@@ -201,6 +219,9 @@ func FuzzBatcher(f *testing.F) {
 				break
 			}
 			n := min(int(c), len(rest))
+			if c == 0 {
+				n = len(rest) // the rest in one write: large ones too
+			}
 			if _, err := b.Write(rest[:n]); err != nil {
 				t.Fatal(err)
 			}
