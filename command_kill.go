@@ -246,20 +246,36 @@ func isStopSignal(sig syscall.Signal) bool {
 }
 
 // sandboxSignalTree signals the tree from inside the sandbox with its kill
-// program, using the processes' in-sandbox PIDs.
+// program, using the processes' in-sandbox PIDs. The tree is stopped
+// first, like the host walk does: a parent that saw its child die before
+// its own signal arrived could otherwise go on (and exit 0).
 func (r *commandRegistry) sandboxSignalTree(ctx context.Context, e *cmdEntry, root proc, sig syscall.Signal) error {
 	tree, err := collectTree(root)
 	if err != nil {
 		return err
 	}
-	args := []string{"kill", "-" + strconv.Itoa(int(sig))}
+	pids := make([]string, 0, len(tree))
 	for i := len(tree) - 1; i >= 0; i-- { // deepest first
 		if tree[i].nspid <= 0 {
 			return fmt.Errorf("%w: no in-sandbox pid for pid %d", errNoHostProcs, tree[i].pid)
 		}
-		args = append(args, strconv.Itoa(tree[i].nspid))
+		pids = append(pids, strconv.Itoa(tree[i].nspid))
 	}
-	code, out, err := r.execQuiet(ctx, e.cmd.SandboxID, args)
+	steps := []syscall.Signal{sigStop, sig}
+	if !isStopSignal(sig) && sig != sigKill {
+		steps = append(steps, sigCont)
+	}
+	for _, s := range steps {
+		if err := r.sandboxKill(ctx, e.cmd.SandboxID, s, pids); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sandboxKill runs the sandbox's kill program with sig for pids.
+func (r *commandRegistry) sandboxKill(ctx context.Context, sandboxID string, sig syscall.Signal, pids []string) error {
+	code, out, err := r.execQuiet(ctx, sandboxID, append([]string{"kill", "-" + strconv.Itoa(int(sig))}, pids...))
 	switch {
 	case err != nil:
 		return err
