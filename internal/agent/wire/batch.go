@@ -133,16 +133,8 @@ func (b *Batcher) Write(p []byte) (int, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for b.err == nil && !b.closed && len(b.buf) >= BatchMax {
-		b.want = true
-		b.cond.Broadcast()
-		b.cond.Wait()
-	}
-	switch {
-	case b.err != nil:
-		return 0, b.err
-	case b.closed:
-		return 0, ErrBatcherClosed
+	if err := b.flushWhile(func() bool { return len(b.buf) >= BatchMax }); err != nil {
+		return 0, err
 	}
 	header, opening := frameKind(p, b.holdFIN)
 	if len(p) > batchDirect && !header {
@@ -176,16 +168,8 @@ func (b *Batcher) Write(p []byte) (int, error) {
 // copying it: once everything before it is written (a held header goes
 // first, as a write of its own). Called with b.mu held.
 func (b *Batcher) writeLarge(p []byte) (int, error) {
-	for b.err == nil && !b.closed && (b.busy || b.ready() > 0) {
-		b.want = true
-		b.cond.Broadcast()
-		b.cond.Wait()
-	}
-	switch {
-	case b.err != nil:
-		return 0, b.err
-	case b.closed:
-		return 0, ErrBatcherClosed
+	if err := b.flushWhile(func() bool { return b.busy || b.ready() > 0 }); err != nil {
+		return 0, err
 	}
 	head := append([]byte(nil), b.buf...) // the held header, if any
 	b.buf, b.heldFrom, b.busy = b.buf[:0], -1, true
@@ -207,6 +191,24 @@ func (b *Batcher) writeLarge(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// flushWhile has the goroutine write what it may as long as wait holds,
+// and returns the Batcher's end, if it came meanwhile. Called with b.mu
+// held.
+func (b *Batcher) flushWhile(wait func() bool) error {
+	for b.err == nil && !b.closed && wait() {
+		b.want = true
+		b.cond.Broadcast()
+		b.cond.Wait()
+	}
+	switch {
+	case b.err != nil:
+		return b.err
+	case b.closed:
+		return ErrBatcherClosed
+	}
+	return nil
 }
 
 // ready is the number of bytes of buf before a held header. Called with
