@@ -242,9 +242,32 @@ func TestKubernetesAgentDaemonSet(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(string(r.Stdout), "installed by the DaemonSet\n")
 
-	for _, bad := range []AgentDaemonSetOptions{{HostDir: "relative"}, {HostDir: "/"}, {HostDir: "/a/../b"}, {HostDir: "/x", Arch: "sparc"}, {HostDir: "/x", PullPolicy: "Sometimes"}} {
-		_, err := AgentDaemonSet(bad)
-		is.True(errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnsupported)) // refused
+}
+
+// TestAgentDaemonSetRefusesBadOptions needs no cluster: the options are
+// checked before anything is made.
+func TestAgentDaemonSetRefusesBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		o    AgentDaemonSetOptions
+		want error
+	}{
+		{AgentDaemonSetOptions{}, ErrInvalid},
+		{AgentDaemonSetOptions{HostDir: "relative"}, ErrInvalid},
+		{AgentDaemonSetOptions{HostDir: "/"}, ErrInvalid},
+		{AgentDaemonSetOptions{HostDir: "/a/../b"}, ErrInvalid},
+		{AgentDaemonSetOptions{HostDir: "/x", Arch: "sparc"}, ErrUnsupported},
+		{AgentDaemonSetOptions{HostDir: "/x", PullPolicy: "Sometimes"}, ErrInvalid},
+	} {
+		if _, err := AgentDaemonSet(tc.o); !errors.Is(err, tc.want) {
+			t.Errorf("%+v: %v, want %v", tc.o, err, tc.want)
+		}
+	}
+	ds, err := AgentDaemonSet(AgentDaemonSetOptions{HostDir: "/var/lib/opensbx/agent", Arch: "arm64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.Namespace != "default" || ds.Spec.Template.Spec.NodeSelector["kubernetes.io/arch"] != "arm64" || ds.Spec.Template.Spec.Volumes[0].HostPath.Path != "/var/lib/opensbx/agent" {
+		t.Fatalf("daemonset %+v", ds)
 	}
 }
 
