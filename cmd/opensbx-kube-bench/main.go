@@ -22,7 +22,8 @@
 // Flags: -kubeconfig PATH, -namespace NS (Kubernetes, default "default"), -n N
 // iterations of the latency rows (default 10), -batch N (default 50), -image
 // REF (default the busybox test image), -import (load the test image and the
-// agent image into the kubeenv test cluster first; default true).
+// agent image into the kubeenv test cluster first; default true), -rows LIST
+// (a comma list of the rows to run; default all).
 //
 // Everything it makes carries the label opensbx-bench.run=<id> (raw Pods)
 // or is in the Opensbx namespace kbench-<id> (the Managers' Pods); it
@@ -42,6 +43,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -99,9 +101,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 50, "sandboxes of the pool-batch row")
 	image := fs.String("image", testenv.BusyboxImage, "sandbox image (present on the nodes)")
 	doImport := fs.Bool("import", true, "load the image and the agent image into the kubeenv test cluster first")
+	rowList := fs.String("rows", "", "comma-separated rows to run (create, create-node, pool-hit, exec, pool-batch); default all")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	want := map[string]bool{}
+	for _, r := range strings.Split(*rowList, ",") {
+		switch r = strings.TrimSpace(r); r {
+		case "":
+		case "create", "create-node", "pool-hit", "exec", "pool-batch":
+			want[r] = true
+		default:
+			return fmt.Errorf("unknown row %q (want create, create-node, pool-hit, exec or pool-batch)", r)
+		}
+	}
+	runs := func(name string) bool { return len(want) == 0 || want[name] }
 	if *kubeconfig == "" || *n < 1 || *batch < 1 {
 		return errors.New("need -kubeconfig, -n >= 1, -batch >= 1")
 	}
@@ -137,33 +151,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "%s done\n", name)
 		return nil
 	}
-	mgr, raw, err := bn.createRow(ctx)
-	if err := add("create", mgr, raw, err); err != nil {
-		return err
+	if runs("create") {
+		mgr, raw, err := bn.createRow(ctx)
+		if err := add("create", mgr, raw, err); err != nil {
+			return err
+		}
 	}
-	dir, err := os.MkdirTemp("", "opensbx-kube-bench-agent-")
-	if err != nil {
-		return err
+	if runs("create-node") {
+		dir, err := os.MkdirTemp("", "opensbx-kube-bench-agent-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if _, err := opensbx.InstallAgent(dir, "amd64"); err != nil {
+			return err
+		}
+		mgr, raw, err := bn.createRow(ctx, opensbx.WithKubernetes(opensbx.KubernetesConfig{Kubeconfig: bn.kcfg.Kubeconfig, Namespace: bn.kcfg.Namespace, PullPolicy: "Never", AgentHostDir: dir}))
+		if err := add("create-node", mgr, raw, err); err != nil {
+			return err
+		}
 	}
-	defer os.RemoveAll(dir)
-	if _, err := opensbx.InstallAgent(dir, "amd64"); err != nil {
-		return err
+	if runs("pool-hit") {
+		mgr, raw, err := bn.poolHitRow(ctx)
+		if err := add("pool-hit", mgr, raw, err); err != nil {
+			return err
+		}
 	}
-	mgr, raw, err = bn.createRow(ctx, opensbx.WithKubernetes(opensbx.KubernetesConfig{Kubeconfig: bn.kcfg.Kubeconfig, Namespace: bn.kcfg.Namespace, PullPolicy: "Never", AgentHostDir: dir}))
-	if err := add("create-node", mgr, raw, err); err != nil {
-		return err
+	if runs("exec") {
+		mgr, raw, err := bn.execRow(ctx)
+		if err := add("exec", mgr, raw, err); err != nil {
+			return err
+		}
 	}
-	mgr, raw, err = bn.poolHitRow(ctx)
-	if err := add("pool-hit", mgr, raw, err); err != nil {
-		return err
-	}
-	mgr, raw, err = bn.execRow(ctx)
-	if err := add("exec", mgr, raw, err); err != nil {
-		return err
-	}
-	mgr, raw, err = bn.poolBatchRow(ctx)
-	if err := add(fmt.Sprintf("pool-batch (%d)", bn.batch), mgr, raw, err); err != nil {
-		return err
+	if runs("pool-batch") {
+		mgr, raw, err := bn.poolBatchRow(ctx)
+		if err := add(fmt.Sprintf("pool-batch (%d)", bn.batch), mgr, raw, err); err != nil {
+			return err
+		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "row\tmanager p50\tp95\tmax\tclient-go p50\tp95\tmax\tratio\t")
