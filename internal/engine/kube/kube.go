@@ -72,7 +72,10 @@ type Kube struct {
 	cs   kubernetes.Interface
 	rest *rest.Config
 
+	probes chan struct{} // a slot per pod Start probes (probeSlots)
+
 	mu    sync.Mutex
+	seen  map[string]time.Time // pods a probe saw run before the API said so, by id
 	execs map[string]*kubeExec // by exec id, running and lately finished
 	done  []string             // finished exec ids, oldest first
 }
@@ -112,7 +115,7 @@ func New(cfg Config) (*Kube, error) {
 	if err != nil {
 		return nil, sbxerr.Invalid("kubernetes: %v", err)
 	}
-	return &Kube{cfg: cfg, cs: cs, rest: rc, execs: map[string]*kubeExec{}}, nil
+	return &Kube{cfg: cfg, cs: cs, rest: rc, execs: map[string]*kubeExec{}, seen: map[string]time.Time{}, probes: make(chan struct{}, probeSlots)}, nil
 }
 
 // classify marks an API error with the matching Opensbx sentinel.
@@ -262,6 +265,12 @@ func (k *Kube) Start(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.StartTimeout)
 	defer cancel()
 	p, err := k.get(ctx, id)
+	var probed <-chan struct{}
+	if err == nil && p.Annotations[annAgent] != "" {
+		if done, _ := startedOrFailed(p); !done {
+			probed = k.probeUntilRunning(ctx, id, p.Annotations[annAgent])
+		}
+	}
 	for err == nil {
 		var done bool
 		if done, err = startedOrFailed(p); done || err != nil {
@@ -274,7 +283,7 @@ func (k *Kube) Start(ctx context.Context, id string) error {
 			err = classify(err)
 			break
 		}
-		p, err = k.watchStart(ctx, w, p)
+		p, err = k.watchStart(ctx, w, p, probed)
 		w.Stop()
 		if errors.Is(err, errWatchEnded) {
 			p, err = k.get(ctx, id) // the watch ended early: look again
@@ -289,19 +298,116 @@ func (k *Kube) Start(ctx context.Context, id string) error {
 	return err
 }
 
+// probeEvery is how often Start tries an exec in a pod that does not run
+// yet; probeSlots bounds the pods probed at once (a pool refilling by the
+// dozen must not flood the API server with execs).
+const (
+	probeEvery = 100 * time.Millisecond
+	probeSlots = 4
+)
+
+// probeUntilRunning tries, every probeEvery until ctx ends, to exec the
+// agent's `version` in the pod's container; the channel closes once one
+// succeeds. The kubelet reports a container that runs only on its next
+// relist of the runtime (up to a second later), while an exec reaches the
+// runtime at once: so a Start sees the container run as soon as it does.
+func (k *Kube) probeUntilRunning(ctx context.Context, id, agent string) <-chan struct{} {
+	probed := make(chan struct{})
+	go func() {
+		t := time.NewTicker(probeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			select {
+			case k.probes <- struct{}{}:
+			default:
+				continue // enough pods are probed: this one waits for its watch
+			}
+			ok := k.probe(ctx, id, agent)
+			<-k.probes
+			if ok {
+				k.markRunning(id)
+				close(probed)
+				return
+			}
+		}
+	}()
+	return probed
+}
+
+// probe reports whether an exec of `agent version` in the pod's container
+// succeeds: the container runs.
+func (k *Kube) probe(ctx context.Context, id, agent string) bool {
+	x, err := k.Exec(ctx, id, engine.ExecSpec{Cmd: []string{agent, "version"}})
+	if err != nil {
+		return false
+	}
+	stop := context.AfterFunc(ctx, func() { x.Close() })
+	defer stop()
+	defer x.Close()
+	if err := x.Output(io.Discard, io.Discard); err != nil {
+		return false
+	}
+	st, err := k.ExecInspect(ctx, x.ID())
+	return err == nil && !st.Running && st.ExitCode == 0
+}
+
+// seenFor is how long a probe's word that a container runs stands in for
+// the API's (which follows within a relist, about a second).
+const seenFor = 30 * time.Second
+
+// markRunning records that a probe saw id's container run.
+func (k *Kube) markRunning(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Now()
+	for x, t := range k.seen {
+		if now.Sub(t) > seenFor {
+			delete(k.seen, x)
+		}
+	}
+	k.seen[id] = now
+}
+
+// overlay reports c as running when a probe saw it run and the API, a
+// relist behind, still says created; once the API says anything else, its
+// word is taken.
+func (k *Kube) overlay(c *engine.Container) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t, ok := k.seen[c.ID]
+	switch {
+	case !ok:
+	case c.State.Status == "created" && time.Since(t) <= seenFor:
+		c.State.Status, c.State.Running = "running", true
+		if c.State.StartedAt.IsZero() {
+			c.State.StartedAt = t
+		}
+	default:
+		delete(k.seen, c.ID)
+	}
+}
+
 // errStarted ends a watch whose pod runs; errWatchEnded one that closed.
 var (
 	errStarted    = errors.New("started")
 	errWatchEnded = errors.New("watch ended")
 )
 
-// watchStart follows w until the pod runs (errStarted), fails, is deleted
-// or the watch ends (errWatchEnded); it returns the last pod seen.
-func (k *Kube) watchStart(ctx context.Context, w watch.Interface, last *corev1.Pod) (*corev1.Pod, error) {
+// watchStart follows w until the pod runs (errStarted; also when probed
+// closes), fails, is deleted or the watch ends (errWatchEnded); it returns
+// the last pod seen.
+func (k *Kube) watchStart(ctx context.Context, w watch.Interface, last *corev1.Pod, probed <-chan struct{}) (*corev1.Pod, error) {
 	for {
 		select {
 		case <-ctx.Done():
 			return last, ctx.Err()
+		case <-probed:
+			return last, errStarted
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				return last, errWatchEnded
@@ -415,6 +521,9 @@ func (k *Kube) Remove(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
+	k.mu.Lock()
+	delete(k.seen, id)
+	k.mu.Unlock()
 	zero := int64(0)
 	err := k.cs.CoreV1().Pods(k.cfg.Namespace).Delete(ctx, podName(id), metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	if err != nil {
@@ -439,6 +548,7 @@ func (k *Kube) Inspect(ctx context.Context, id string) (engine.Container, error)
 	if !ok {
 		return engine.Container{}, sbxerr.NotFound("container %s", id)
 	}
+	k.overlay(&c)
 	return c, nil
 }
 
@@ -453,6 +563,7 @@ func (k *Kube) List(ctx context.Context, labels map[string]string) ([]engine.Con
 		}
 		for i := range list.Items {
 			if c, ok := containerOf(&list.Items[i]); ok && matches(c.Labels, labels) {
+				k.overlay(&c)
 				out = append(out, c)
 			}
 		}

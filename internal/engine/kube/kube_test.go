@@ -160,3 +160,40 @@ func TestKubeEngineUnsupported(t *testing.T) {
 	is.NoErr(err)
 	is.True(c.State.Running) // untouched
 }
+
+// TestKubeEngineProbe: Start's probe says a container runs when an exec in
+// it succeeds, and not when the program is missing or the pod is unknown.
+func TestKubeEngineProbe(t *testing.T) {
+	is := is.New(t)
+	k := testCluster(t)
+	ctx := context.Background()
+	id := runPod(t, k, map[string]string{"org.opensbx.test": "probe"})
+	is.True(k.probe(ctx, id, "/bin/true"))       // `true version` exits 0
+	is.True(!k.probe(ctx, id, "/no/such/agent")) // no such program
+	is.True(!k.probe(ctx, strings.Repeat("0", 64), "/bin/true"))
+}
+
+// TestOverlay: a probe's word that a container runs stands in for the API's
+// while the API still says created, and only then.
+func TestOverlay(t *testing.T) {
+	is := is.New(t)
+	k := &Kube{seen: map[string]time.Time{}}
+	c := engine.Container{ID: "a", State: engine.ContainerState{Status: "created"}}
+	k.overlay(&c)
+	is.Equal(c.State.Status, "created") // nothing seen
+	k.markRunning("a")
+	k.overlay(&c)
+	is.Equal(c.State.Status, "running") // seen by the probe
+	is.True(c.State.Running)
+	is.True(!c.State.StartedAt.IsZero())
+	exited := engine.Container{ID: "a", State: engine.ContainerState{Status: "exited"}}
+	k.overlay(&exited)
+	is.Equal(exited.State.Status, "exited") // the API's word once it has one
+	again := engine.Container{ID: "a", State: engine.ContainerState{Status: "created"}}
+	k.overlay(&again)
+	is.Equal(again.State.Status, "created") // and the probe's is forgotten
+	k.seen["b"] = time.Now().Add(-2 * seenFor)
+	old := engine.Container{ID: "b", State: engine.ContainerState{Status: "created"}}
+	k.overlay(&old)
+	is.Equal(old.State.Status, "created") // too old to stand in
+}

@@ -29,6 +29,7 @@ const (
 	annID        = "opensbx.org/id"
 	annName      = "opensbx.org/name"
 	annLabels    = "opensbx.org/labels"
+	annAgent     = "opensbx.org/agent" // the agent program's path in the container, for Start's probe
 	labelNameKey = "opensbx.org/name-key"
 	labelSandbox = "opensbx.org/sandbox" // "true" on every pod this engine makes
 
@@ -203,6 +204,9 @@ func (k *Kube) podFor(id string, spec engine.ContainerSpec, agentImage string) (
 	}
 	for i, mt := range spec.Mounts {
 		name := fmt.Sprintf("scratch-%d", i)
+		if mt.Agent {
+			pod.Annotations[annAgent] = path.Join(mt.Target, "opensbx-agent")
+		}
 		switch {
 		case mt.Agent && k.cfg.AgentHostDir != "":
 			name = agentVolume
