@@ -549,7 +549,32 @@ func (k *Kube) Inspect(ctx context.Context, id string) (engine.Container, error)
 		return engine.Container{}, sbxerr.NotFound("container %s", id)
 	}
 	k.overlay(&c)
+	if c.State.Status == "created" && p.Annotations[annAgent] != "" && p.Spec.NodeName != "" && initDone(p) {
+		// The API may lag the runtime by a relist (or more, on a busy node)
+		// for a pod another Start saw run: look for itself.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		running := k.probe(pctx, id, p.Annotations[annAgent])
+		cancel()
+		if running {
+			k.markRunning(id)
+			k.overlay(&c)
+		}
+	}
 	return c, nil
+}
+
+// initDone reports whether every init container of p has finished well,
+// so that its own container is the next to start (or runs).
+func initDone(p *corev1.Pod) bool {
+	if len(p.Status.InitContainerStatuses) < len(p.Spec.InitContainers) {
+		return false
+	}
+	for _, s := range p.Status.InitContainerStatuses {
+		if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // List lists the containers carrying all labels.
