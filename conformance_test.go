@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"io/fs"
 	"slices"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/client"
 	"github.com/matryer/is"
 
 	"github.com/opensbx/opensbx/internal/kubeenv"
@@ -101,24 +99,6 @@ func TestConformanceKubernetes(t *testing.T) {
 		t.Cleanup(func() { b.sweep(t) })
 		return b
 	})
-}
-
-// loadAgentImage loads the agent image into the Docker engine, from where
-// kubeenv.Import takes it into the cluster.
-func loadAgentImage(cli *client.Client) error {
-	var buf bytes.Buffer
-	if err := WriteAgentImage(&buf, "amd64", ""); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := cli.ImageLoad(ctx, &buf, client.ImageLoadWithQuiet(true))
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	_, err = io.Copy(io.Discard, res.Body)
-	return err
 }
 
 // runConformance runs every conformance case, each with a fresh backend.

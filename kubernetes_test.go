@@ -41,16 +41,8 @@ func kubeImportOnce(t *testing.T, cli *client.Client) {
 	t.Helper()
 	kubeImages.once.Do(func() {
 		kubeImages.err = errors.New("importing the images into the test cluster failed (see the first test that tried)")
-		if err := loadAgentImage(cli); err != nil {
-			kubeImages.err = err
-			return
-		}
-		ref, err := AgentImageRef("amd64")
-		if err != nil {
-			kubeImages.err = err
-			return
-		}
-		kubeenv.Import(t, testenv.BusyboxImage, testenv.NoShellImage, ref) // fails t (and leaves err) on error
+		kubeenv.ImportAgent(t, cli)                                   // fails t (and leaves err) on error
+		kubeenv.Import(t, testenv.BusyboxImage, testenv.NoShellImage) // likewise
 		kubeImages.err = nil
 	})
 	if kubeImages.err != nil {

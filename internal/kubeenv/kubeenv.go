@@ -15,13 +15,18 @@
 package kubeenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/client"
+
+	"github.com/opensbx/opensbx/internal/agent/image"
 	"github.com/opensbx/opensbx/internal/kubeenv/cluster"
 )
 
@@ -96,4 +101,32 @@ func Import(t testing.TB, images ...string) {
 	if err := c.Import(ctx, images); err != nil {
 		t.Fatalf("import %v into the test cluster: %v", images, err)
 	}
+}
+
+// ImportAgent puts the agent image of this build (amd64) into the test
+// cluster, loading it into the Docker engine cli first (from where Import
+// takes it), and returns its reference.
+func ImportAgent(t testing.TB, cli *client.Client) string {
+	t.Helper()
+	ref, err := image.Ref("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := image.WriteArchive(&buf, "amd64", ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := cli.ImageLoad(ctx, &buf, client.ImageLoadWithQuiet(true))
+	if err != nil {
+		t.Fatalf("load the agent image: %v", err)
+	}
+	_, err = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatalf("load the agent image: %v", err)
+	}
+	Import(t, ref)
+	return ref
 }
