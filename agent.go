@@ -373,6 +373,11 @@ func (a *agentConns) warm(id string) {
 // demultiplexed into the client.
 func (a *agentConns) dialOnce(ctx context.Context, id string) (*agent.Client, error) {
 	m := a.m
+	release, err := m.startingExec(id)
+	if err != nil {
+		return nil, fmt.Errorf("open the agent's channel: %w", err)
+	}
+	defer release()
 	x, err := m.engine.Exec(ctx, id, engine.ExecSpec{Cmd: []string{agentProgram, "connect"}, User: "0", Stdin: true})
 	if err != nil {
 		return nil, fmt.Errorf("open the agent's channel: %w", err)
@@ -393,6 +398,7 @@ func (a *agentConns) dialOnce(ctx context.Context, id string) (*agent.Client, er
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	client, err := agent.NewClient(hctx, conn)
+	release() // answered (the relay runs) or not: the exec has started or failed
 	if err != nil {
 		conn.Close()
 		why := "it did not answer"

@@ -43,6 +43,7 @@ type Manager struct {
 	net      netPolicy
 	agentVol agentVolume
 	agents   agentConns
+	freeze   freezeGates // Pause against execs starting
 }
 
 // New connects to the Docker engine, checks that it answers, opens the state

@@ -76,6 +76,8 @@ func (m *Manager) Pause(ctx context.Context, id string) (*Sandbox, error) {
 		default:
 			return sbxerr.Conflict("sandbox is %s, not running", st)
 		}
+		release := m.freezing(c.ID) // no exec may be starting as it freezes
+		defer release()
 		m.index.setPaused(c.ID, true) // before: nothing may call its frozen agent
 		if err := m.engine.Pause(ctx, c.ID); err != nil {
 			m.index.setPaused(c.ID, false)
@@ -170,6 +172,7 @@ func (m *Manager) remove(ctx context.Context, id string, labels map[string]strin
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete sandbox %s: %w", shortID(id), err)
 	}
+	m.freeze.forget(id)
 	if name := labels[labelEgressNet]; name != "" {
 		if err := m.dropEgressNetwork(ctx, name); err != nil {
 			return fmt.Errorf("delete sandbox %s: %w", shortID(id), err)
