@@ -2,6 +2,7 @@ package opensbx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -270,15 +271,32 @@ func (d debugHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (d debugHandler) WithGroup(name string) slog.Handler { return debugHandler{d.h.WithGroup(name)} }
 
+// kubeIsolation makes the Kubernetes namespace's isolation NetworkPolicy
+// (setupNetwork): sandbox pods accept connections only from pods that are
+// not sandboxes and reach neither each other, the nodes nor metadata
+// addresses. A Manager the cluster does not let make it (RBAC) runs
+// without, as a Docker Manager without root runs without its host rules,
+// and says so in Isolation and its log. The cluster's network plugin
+// enforces the policy; one without NetworkPolicy support ignores it.
+func (m *Manager) kubeIsolation(ctx context.Context) error {
+	n, err := m.engine.NetworkEnsure(ctx, engine.NetworkSpec{Name: isolatedNetwork, Labels: map[string]string{labelManaged: "true"}})
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		m.net.status.Reason = "the cluster does not let this Manager make the namespace's NetworkPolicy: " + err.Error()
+		m.log.Warn("sandboxes can reach each other and the cluster's metadata addresses: no isolation NetworkPolicy", "reason", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("isolation network policy: %w", err)
+	}
+	m.net.status.Network, m.net.status.HostRules = n.Name, true
+	return nil
+}
+
 // kubeCheck refuses the create options a Kubernetes sandbox cannot have.
 func kubeCheck(o CreateOptions) error {
 	switch {
 	case o.KeepImageCommand:
 		return sbxerr.New(ErrUnsupported, "KeepImageCommand on Kubernetes: the cluster does not tell an image's command; give Command")
-	case o.Network != "":
-		return sbxerr.New(ErrUnsupported, "Network on Kubernetes: a Pod is on the cluster's network")
-	case len(o.Egress) > 0:
-		return sbxerr.New(ErrUnsupported, "an egress allow-list on Kubernetes: use the cluster's NetworkPolicy")
 	}
 	return nil
 }

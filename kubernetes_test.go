@@ -14,10 +14,13 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/matryer/is"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/opensbx/opensbx/internal/engine/kube"
 	"github.com/opensbx/opensbx/internal/kubeenv"
 	"github.com/opensbx/opensbx/internal/testenv"
 )
@@ -70,10 +73,6 @@ func TestKubernetesUnsupported(t *testing.T) {
 		"rmi":     func() error { return m.RemoveImage(ctx, testenv.BusyboxImage, false) },
 		"keep image command": func() error {
 			_, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, KeepImageCommand: true})
-			return err
-		},
-		"egress": func() error {
-			_, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, Egress: []string{"10.0.0.0/8"}})
 			return err
 		},
 	} {
@@ -313,4 +312,87 @@ func TestWithKubernetesRejectsBadValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKubernetesNetworkPolicy: the Manager keeps the namespace's isolation
+// policy; a sandbox without a network or with an egress allow-list gets a
+// policy of its own, in place before its Pod and removed with it. (The test
+// cluster's bridge plugin does not enforce policies, so this reads back the
+// policies made; what a policy means is the network plugin's.)
+func TestKubernetesNetworkPolicy(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	b := kubeBackend(t)
+	m := b.manager(t)
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeenv.Kubeconfig(t))
+	is.NoErr(err)
+	cs, err := kubernetes.NewForConfig(rc)
+	is.NoErr(err)
+	policies := cs.NetworkingV1().NetworkPolicies("default")
+
+	iso := m.Isolation()
+	is.Equal(iso.Network, kube.IsolationPolicy)
+	is.True(iso.HostRules)
+	np, err := policies.Get(ctx, kube.IsolationPolicy, metav1.GetOptions{})
+	is.NoErr(err)
+	is.Equal(np.Spec.PodSelector.MatchLabels["opensbx.org/sandbox"], "true")
+	is.Equal(len(np.Spec.Ingress), 1)
+	is.Equal(len(np.Spec.Egress), 1)
+
+	own := func(id string) *networkingv1.NetworkPolicy {
+		t.Helper()
+		pod, err := cs.CoreV1().Pods("default").Get(ctx, "sbx-"+id[:48], metav1.GetOptions{})
+		is.NoErr(err)
+		is.Equal(pod.Labels["opensbx.org/own-policy"], "true") // so the namespace's policy leaves it out
+		np, err := policies.Get(ctx, pod.Name, metav1.GetOptions{})
+		is.NoErr(err)
+		is.Equal(np.Spec.PodSelector.MatchLabels, map[string]string{"opensbx.org/pod": pod.Name})
+		is.Equal(len(np.OwnerReferences), 1)
+		is.Equal(np.OwnerReferences[0].UID, pod.UID) // goes with the pod
+		return np
+	}
+	gone := func(id string) {
+		t.Helper()
+		for {
+			_, err := policies.Get(ctx, "sbx-"+id[:48], metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return
+			}
+			is.NoErr(err)
+			select {
+			case <-ctx.Done():
+				t.Fatalf("the policy of %s outlived its sandbox", id)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+
+	closed := createConf(t, m, func(o *CreateOptions) { o.Network = "none" })
+	np = own(closed.ID)
+	is.Equal(len(np.Spec.PolicyTypes), 2)
+	is.Equal(len(np.Spec.Ingress)+len(np.Spec.Egress), 0) // nothing in, nothing out
+	r, err := m.Run(ctx, closed.ID, ExecOptions{Command: "echo", Args: []string{"served"}})
+	is.NoErr(err)
+	is.Equal(string(r.Stdout), "served\n") // the agent's channel is the exec stream, not the pod network
+
+	allow := createConf(t, m, func(o *CreateOptions) { o.Egress = []string{"10.1.2.3/24", "169.254.169.254"} })
+	np = own(allow.ID)
+	is.Equal(len(np.Spec.Egress), 1)
+	is.Equal(len(np.Spec.Egress[0].To), 1) // the metadata address is not allowed
+	is.Equal(np.Spec.Egress[0].To[0].IPBlock.CIDR, "10.1.2.0/24")
+	is.Equal(len(np.Spec.Ingress), 1)
+
+	plain := createConf(t, m)
+	_, err = policies.Get(ctx, "sbx-"+plain.ID[:48], metav1.GetOptions{})
+	is.True(apierrors.IsNotFound(err)) // the namespace's policy covers it
+
+	_, err = m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, Egress: []string{"2001:db8::/32"}})
+	is.True(errors.Is(err, ErrInvalid))
+
+	is.NoErr(m.Delete(ctx, allow.ID))
+	gone(allow.ID)
+	is.NoErr(m.Delete(ctx, closed.ID))
+	gone(closed.ID)
 }

@@ -48,11 +48,15 @@ const (
 type Isolation struct {
 	// Network is the network sandboxes join by default ("opensbx"), or ""
 	// when isolation is off (WithNetworkIsolation(false)): Docker's default
-	// bridge.
+	// bridge. On Kubernetes it is the namespace's isolation NetworkPolicy
+	// ("opensbx-isolation").
 	Network string
 	// HostRules reports that the host firewall rules are in place: no
 	// sandbox reaches the host's services or metadata addresses, and Egress
-	// allow-lists work.
+	// allow-lists work. On Kubernetes it reports that the isolation
+	// NetworkPolicy is in place, which keeps sandbox pods from each other,
+	// the nodes and metadata addresses where the cluster's network plugin
+	// enforces NetworkPolicy (the plain bridge plugin does not).
 	HostRules bool
 	// Reason says why HostRules is false.
 	Reason string
@@ -74,8 +78,7 @@ func (m *Manager) setupNetwork(ctx context.Context) error {
 		return nil
 	}
 	if m.onKubernetes() {
-		m.net.status.Reason = "on Kubernetes, the sandboxes' network isolation is the cluster's NetworkPolicy"
-		return nil
+		return m.kubeIsolation(ctx)
 	}
 	n, err := m.engine.NetworkEnsure(ctx, engine.NetworkSpec{
 		Name:       isolatedNetwork,
@@ -112,7 +115,7 @@ func (m *Manager) setupNetwork(ctx context.Context) error {
 // networkOf is the network a sandbox joins: o.Network, the shared network,
 // or "" (the engine's default bridge).
 func (m *Manager) networkFor(o CreateOptions) string {
-	if o.Network != "" {
+	if o.Network != "" || m.onKubernetes() { // a Pod is on the cluster's network
 		return o.Network
 	}
 	return m.net.status.Network

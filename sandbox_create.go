@@ -109,7 +109,9 @@ func (m *Manager) create(ctx context.Context, o CreateOptions, img engine.Image,
 		return nil, err
 	}
 	cs := m.containerSpec(o, img, name, spec, agentVol, agentVersion)
-	if len(o.Egress) > 0 {
+	if len(o.Egress) > 0 && m.onKubernetes() {
+		cs.EgressAllow = o.Egress // a NetworkPolicy of the Pod's own
+	} else if len(o.Egress) > 0 {
 		net, err := m.egressNetwork(ctx, o.Egress)
 		if err != nil {
 			return nil, err

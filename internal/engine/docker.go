@@ -137,6 +137,9 @@ func (d *Docker) Close() error {
 
 // Create makes a container from spec.
 func (d *Docker) Create(ctx context.Context, spec ContainerSpec) (string, error) {
+	if len(spec.EgressAllow) > 0 {
+		return "", sbxerr.New(sbxerr.ErrUnsupported, "an egress allow-list on the Docker engine is a network of its own with firewall rules, not a container setting")
+	}
 	cfg := &container.Config{
 		Image:        spec.Image,
 		Cmd:          spec.Cmd,

@@ -210,6 +210,11 @@ type ContainerSpec struct {
 	Runtime string
 	// NetworkMode is "bridge" (""), "none" or a network's name.
 	NetworkMode string
+	// EgressAllow, on an engine that keeps allow-lists itself (Kubernetes:
+	// a NetworkPolicy of the container's own), are the only IPv4
+	// destinations the container may connect to. The Docker engine refuses
+	// it: there an allow-list is a network with firewall rules.
+	EgressAllow []string
 	// LogMaxSize bounds the container's json-file log ("10m").
 	LogMaxSize string
 	// StorageSize is a disk quota for the writable layer ("1G"), where the

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -73,6 +74,9 @@ type Kube struct {
 	rest *rest.Config
 
 	probes chan struct{} // a slot per pod Start probes (probeSlots)
+
+	denyMu sync.Mutex
+	deny   []string // clusterNets, once read
 
 	mu    sync.Mutex
 	seen  map[string]time.Time // pods a probe saw run before the API said so, by id
@@ -236,8 +240,32 @@ func (k *Kube) Create(ctx context.Context, spec engine.ContainerSpec) (string, e
 	if err != nil {
 		return "", err
 	}
-	if _, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	var np *networkingv1.NetworkPolicy
+	if spec.NetworkMode != "" || len(spec.EgressAllow) > 0 {
+		if np, err = k.podPolicy(id, spec, k.clusterNets(ctx)); err != nil {
+			return "", err
+		}
+	}
+	if np != nil {
+		pod.Labels[labelOwnPolicy] = "true"
+		if err := k.createPolicy(ctx, np); err != nil {
+			return "", fmt.Errorf("network policy: %w", err)
+		}
+	}
+	made, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		if np != nil {
+			k.dropPolicy(context.WithoutCancel(ctx), np.Name)
+		}
 		return "", classify(err)
+	}
+	if np != nil {
+		if err := k.ownPolicy(ctx, made); err != nil {
+			cctx := context.WithoutCancel(ctx)
+			k.cs.CoreV1().Pods(k.cfg.Namespace).Delete(cctx, made.Name, metav1.DeleteOptions{})
+			k.dropPolicy(cctx, np.Name)
+			return "", fmt.Errorf("network policy: %w", err)
+		}
 	}
 	return id, nil
 }
@@ -717,12 +745,6 @@ func (k *Kube) ImagePull(ctx context.Context, ref string, auth *engine.RegistryA
 // ImageRemove is not supported.
 func (k *Kube) ImageRemove(ctx context.Context, ref string, force bool) error {
 	return unsupported("the image API (the cluster's nodes pull images for themselves)")
-}
-
-// NetworkEnsure is not supported: isolation on a cluster is its network
-// policy's.
-func (k *Kube) NetworkEnsure(ctx context.Context, spec engine.NetworkSpec) (engine.Network, error) {
-	return engine.Network{}, unsupported("engine networks")
 }
 
 // NetworkRemove is not supported.

@@ -104,7 +104,7 @@ func (k *Kube) podFor(id string, spec engine.ContainerSpec, agentImage string) (
 	if err != nil {
 		return nil, sbxerr.Invalid("labels: %v", err)
 	}
-	labels := map[string]string{labelSandbox: "true", labelNameKey: nameKey(spec.Name)}
+	labels := map[string]string{labelSandbox: "true", labelNameKey: nameKey(spec.Name), labelPod: podName(id)}
 	for key, v := range spec.Labels {
 		if isLabel(key, v) {
 			labels[key] = v
