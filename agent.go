@@ -181,9 +181,10 @@ func (m *Manager) agentServe(user string, main []string) []string {
 }
 
 // usesAgent reports whether calls on container c go through its agent: it
-// runs one, and it runs (a paused agent cannot answer).
+// runs one, and it runs (a paused agent cannot answer), or it is halted
+// (stopped on Kubernetes, its agent running on).
 func (m *Manager) usesAgent(c engine.Container) bool {
-	return m.cfg.agent && c.Labels[labelAgent] != "" && stateOf(c.State) == StateRunning
+	return m.cfg.agent && c.Labels[labelAgent] != "" && (stateOf(c.State) == StateRunning || c.State.Halted)
 }
 
 // liveAgent returns the sandbox ref resolves to and its agent's open

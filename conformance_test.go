@@ -112,6 +112,7 @@ func runConformance(t *testing.T, newBackend func(*testing.T) backend) {
 		{"Kill", confKill},
 		{"Stdin", confStdin},
 		{"Files", confFiles},
+		{"StopStart", confStopStart},
 		{"TTLAcrossRestart", confTTLAcrossRestart},
 		{"CommandsSurviveRestart", confCommandsSurviveRestart},
 		{"Pool", confPool},
@@ -350,6 +351,65 @@ func confCommandsSurviveRestart(t *testing.T, b backend) {
 	out, err := m2.CommandOutput(ctx, sb.ID, c.ID)
 	is.NoErr(err)
 	is.Equal(string(out.Stdout), "before\nafter\n") // no output lost
+}
+
+// confStopStart: Stop ends the sandbox's processes and keeps its files
+// (readable while stopped), refuses commands until Start, and another
+// Manager sees it stopped; Start and Restart run it again. On Kubernetes
+// the Pod runs on and its agent does the stopping.
+func confStopStart(t *testing.T, b backend) {
+	is := is.New(t)
+	ctx := context.Background()
+	m := b.manager(t)
+	sb := createConf(t, m, func(o *CreateOptions) {
+		o.Command = []string{"sh", "-c", "echo $$ >> /tmp/main.pids; exec sleep 100000"}
+	})
+	is.NoErr(m.WriteFile(ctx, sb.ID, "/tmp/kept", []byte("written before the stop"), 0))
+	long, err := m.Exec(ctx, sb.ID, ExecOptions{Command: "sleep", Args: []string{"1000"}})
+	is.NoErr(err)
+	mains := func(m *Manager) int {
+		t.Helper()
+		b, _, err := m.ReadFile(ctx, sb.ID, "/tmp/main.pids")
+		is.NoErr(err)
+		return len(strings.Fields(string(b)))
+	}
+	waitFor(t, 30*time.Second, "the main command", func() bool { return mains(m) == 1 })
+
+	stopped, err := m.Stop(ctx, sb.ID)
+	is.NoErr(err)
+	is.Equal(stopped.State, StateStopped)
+	_, err = m.Stop(ctx, sb.ID)
+	is.True(errors.Is(err, ErrConflict)) // stopped already
+	_, err = m.Exec(ctx, sb.ID, ExecOptions{Command: "true"})
+	is.True(errors.Is(err, ErrConflict)) // no command runs in a stopped sandbox
+	done, err := m.WaitCommand(ctx, sb.ID, long.ID)
+	is.NoErr(err)
+	is.True(done.State != CommandRunning) // ended with the sandbox
+	got, _, err := m.ReadFile(ctx, sb.ID, "/tmp/kept")
+	is.NoErr(err)
+	is.Equal(string(got), "written before the stop") // files of a stopped sandbox
+	other := b.manager(t)
+	seen, err := other.Get(ctx, sb.ID)
+	is.NoErr(err)
+	is.Equal(seen.State, StateStopped) // another Manager sees it stopped
+
+	started, err := other.Start(ctx, sb.ID)
+	is.NoErr(err)
+	is.Equal(started.State, StateRunning)
+	_, err = m.Start(ctx, sb.ID)
+	is.True(errors.Is(err, ErrConflict)) // running already
+	waitFor(t, 30*time.Second, "the main command to run again", func() bool { return mains(m) == 2 })
+	r, err := m.Run(ctx, sb.ID, ExecOptions{Command: "cat", Args: []string{"/tmp/kept"}})
+	is.NoErr(err)
+	is.Equal(string(r.Stdout), "written before the stop") // the file system kept
+
+	restarted, err := m.Restart(ctx, sb.ID)
+	is.NoErr(err)
+	is.Equal(restarted.State, StateRunning)
+	waitFor(t, 30*time.Second, "the main command after the restart", func() bool { return mains(m) == 3 })
+	r, err = m.Run(ctx, sb.ID, ExecOptions{Command: "echo", Args: []string{"after the restart"}})
+	is.NoErr(err)
+	is.Equal(string(r.Stdout), "after the restart\n")
 }
 
 // createConf creates a busybox sandbox for a conformance case.

@@ -63,14 +63,12 @@ func TestKubernetesUnsupported(t *testing.T) {
 	m := b.manager(t)
 	sb := createConf(t, m)
 	for name, call := range map[string]func() error{
-		"pause":   func() error { _, err := m.Pause(ctx, sb.ID); return err },
-		"resume":  func() error { _, err := m.Resume(ctx, sb.ID); return err },
-		"stop":    func() error { _, err := m.Stop(ctx, sb.ID); return err },
-		"restart": func() error { _, err := m.Restart(ctx, sb.ID); return err },
-		"images":  func() error { _, err := m.Images(ctx); return err },
-		"image":   func() error { _, err := m.Image(ctx, testenv.BusyboxImage); return err },
-		"pull":    func() error { _, err := m.PullImage(ctx, "127.0.0.1:5000/x:1", PullOptions{}); return err },
-		"rmi":     func() error { return m.RemoveImage(ctx, testenv.BusyboxImage, false) },
+		"pause":  func() error { _, err := m.Pause(ctx, sb.ID); return err },
+		"resume": func() error { _, err := m.Resume(ctx, sb.ID); return err },
+		"images": func() error { _, err := m.Images(ctx); return err },
+		"image":  func() error { _, err := m.Image(ctx, testenv.BusyboxImage); return err },
+		"pull":   func() error { _, err := m.PullImage(ctx, "127.0.0.1:5000/x:1", PullOptions{}); return err },
+		"rmi":    func() error { return m.RemoveImage(ctx, testenv.BusyboxImage, false) },
 		"keep image command": func() error {
 			_, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage, KeepImageCommand: true})
 			return err

@@ -35,7 +35,7 @@ func (m *Manager) DialPort(ctx context.Context, id string, port int) (net.Conn, 
 		switch {
 		case !m.cfg.agent || c.Labels[labelAgent] == "":
 			return nil, fmt.Errorf("dial port: %w", sbxerr.New(ErrUnsupported, "sandbox %s runs without the agent", shortID(c.ID)))
-		case !m.usesAgent(c):
+		case !m.usesAgent(c) || stateOf(c.State) != StateRunning:
 			return nil, fmt.Errorf("dial port: %w", sbxerr.Conflict("sandbox %s is %s", shortID(c.ID), stateOf(c.State)))
 		}
 		sid = c.ID

@@ -30,12 +30,12 @@ func (m *Manager) Start(ctx context.Context, id string) (*Sandbox, error) {
 
 // Stop stops a running or paused sandbox (SIGTERM, then SIGKILL after the
 // stop timeout) and disarms its TTL. Stopping a stopped sandbox fails with
-// ErrConflict.
+// ErrConflict. On Kubernetes, where a Pod cannot stop and start again, the
+// sandbox's agent ends every other process of it, its main command too, and
+// runs on: the files stay and can be read and written, as a stopped Docker
+// sandbox's, and Start runs the main command anew.
 func (m *Manager) Stop(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, EventStopped, func(ctx context.Context, c engine.Container) error {
-		if m.onKubernetes() {
-			return kubeUnsupported("stopping a sandbox")
-		}
 		if stateOf(c.State) == StateStopped {
 			return sbxerr.Conflict("sandbox is already stopped")
 		}
@@ -51,9 +51,6 @@ func (m *Manager) Stop(ctx context.Context, id string) (*Sandbox, error) {
 // works from running, paused and stopped.
 func (m *Manager) Restart(ctx context.Context, id string) (*Sandbox, error) {
 	return m.transition(ctx, id, EventRestarted, func(ctx context.Context, c engine.Container) error {
-		if m.onKubernetes() {
-			return kubeUnsupported("restarting a sandbox")
-		}
 		m.publish(Event{Type: EventStopping, SandboxID: c.ID, Name: m.nameOf(c)})
 		if err := m.engine.Restart(ctx, c.ID, m.cfg.stopTimeout); err != nil {
 			return err

@@ -35,8 +35,8 @@ const (
 //     credentials; it is 502 REGISTRY_UNAUTHORIZED so that it is never
 //     confused with a missing or wrong API key (401 UNAUTHORIZED).
 //   - ErrUnsupported (the sandbox's image lacks a tool the operation needs,
-//     or the backend cannot do it: on Kubernetes pause, resume, stop, start,
-//     restart, the image API, files of a sandbox that does not run) is 422
+//     or the backend cannot do it: on Kubernetes pause, resume, the image
+//     API, files of a sandbox that does not run) is 422
 //     UNSUPPORTED: the request is well-formed but cannot be done on this
 //     sandbox.
 //   - ErrClosed (the Manager is shutting down) is 503 UNAVAILABLE, like an

@@ -55,12 +55,15 @@ func TestKubernetesHTTP(t *testing.T) {
 	a := newAPI(t, m)
 	id := a.createBusybox(map[string]any{"ports": []string{"8080"}})["id"].(string)
 
-	for _, op := range []string{"pause", "resume", "stop", "start", "restart"} {
-		if op == "start" {
-			continue // starting a running sandbox is not refused
-		}
+	for _, op := range []string{"pause", "resume"} {
 		want(t, a.call("POST", "/v1/sandboxes/"+id+"/"+op, nil), http.StatusUnprocessableEntity, "UNSUPPORTED")
 	}
+	for _, step := range []struct{ op, state string }{{"stop", "stopped"}, {"start", "running"}, {"restart", "running"}} {
+		r := a.call("POST", "/v1/sandboxes/"+id+"/"+step.op, nil)
+		want(t, r, 200, "")
+		is.Equal(r.json(t)["state"], step.state) // the Pod runs on; its agent stops and starts the sandbox
+	}
+	want(t, a.call("POST", "/v1/sandboxes/"+id+"/start", nil), http.StatusConflict, "CONFLICT")
 	want(t, a.call("GET", "/v1/images", nil), http.StatusUnprocessableEntity, "UNSUPPORTED")
 	want(t, a.call("GET", "/v1/images/"+testenv.BusyboxImage, nil), http.StatusUnprocessableEntity, "UNSUPPORTED")
 	want(t, a.call("POST", "/v1/sandboxes", map[string]any{"image": testenv.BusyboxImage, "keep_image_command": true}), http.StatusUnprocessableEntity, "UNSUPPORTED")

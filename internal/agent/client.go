@@ -1068,3 +1068,22 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	}
 	return s, nil
 }
+
+// HaltReply says what a Halt ended.
+type HaltReply = wire.HaltReply
+
+// Halt stops the sandbox while its agent runs on: every process but the
+// agent's ends (SIGTERM, SIGKILL after grace), its main command too, and
+// commands are refused (ErrConflict) until Unhalt. An agent that is not
+// its sandbox's main process refuses (ErrUnsupported).
+func (c *Client) Halt(ctx context.Context, grace time.Duration) (HaltReply, error) {
+	var r HaltReply
+	err := c.simple(ctx, wire.OpHalt, wire.HaltRequest{Grace: grace}, &r)
+	return r, err
+}
+
+// Unhalt runs a halted sandbox again: its main command starts anew and
+// commands are accepted.
+func (c *Client) Unhalt(ctx context.Context) error {
+	return c.simple(ctx, wire.OpUnhalt, wire.UnhaltRequest{}, nil)
+}

@@ -228,7 +228,11 @@ type ContainerState struct {
 	// removing, exited or dead.
 	Status                                 string
 	Running, Paused, Restarting, OOMKilled bool
-	ExitCode                               int
+	// Halted is a stopped container whose agent runs on (a Kubernetes
+	// sandbox, whose Pod cannot stop: Stop had the agent end every other
+	// process): the agent still serves its files, and Start runs it again.
+	Halted   bool
+	ExitCode int
 	// Pid is the main process's host PID while running.
 	Pid int
 	// StartedAt and FinishedAt are zero when unknown (and in List results).
@@ -347,7 +351,8 @@ type Exec interface {
 type ExecStatus struct {
 	Running  bool
 	ExitCode int
-	// Pid is the process's host PID (0 once it ended).
+	// Pid is the process's host PID: 0 before it started (the Docker
+	// engine keeps it after the end).
 	Pid int
 }
 

@@ -44,6 +44,7 @@ type registry struct {
 	finished  []*command // oldest first
 	keptBytes int64      // output kept by the finished commands
 	closed    bool
+	halted    bool // the sandbox is stopped (OpHalt): no command starts
 
 	sigMu sync.Mutex // one tree walk at a time
 	wg    sync.WaitGroup
@@ -202,6 +203,9 @@ func (r *registry) exec(req wire.ExecRequest) (wire.Command, *command, error) {
 	case r.closed:
 		r.mu.Unlock()
 		return wire.Command{}, nil, conflict("the agent is shutting down")
+	case r.halted:
+		r.mu.Unlock()
+		return wire.Command{}, nil, conflict("the sandbox is stopped: start it first")
 	case r.byID[req.ID] != nil:
 		r.mu.Unlock()
 		return wire.Command{}, nil, conflict("command %s exists already", req.ID)
@@ -522,6 +526,21 @@ func lookPath(file, pathEnv, dir string) (string, int, string) {
 }
 
 // closeStdin closes c's stdin pipe, once.
+// setHalted makes exec refuse commands (a halted sandbox) or accept them
+// again.
+func (r *registry) setHalted(h bool) {
+	r.mu.Lock()
+	r.halted = h
+	r.mu.Unlock()
+}
+
+// isHalted reports whether the sandbox is halted.
+func (r *registry) isHalted() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.halted
+}
+
 func (r *registry) closeStdin(c *command) {
 	c.mu.Lock()
 	f := c.stdin

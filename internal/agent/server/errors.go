@@ -28,6 +28,10 @@ func newError(code wire.Code, format string, args ...any) error {
 func invalid(format string, args ...any) error  { return newError(wire.CodeInvalid, format, args...) }
 func conflict(format string, args ...any) error { return newError(wire.CodeConflict, format, args...) }
 func notFound(format string, args ...any) error { return newError(wire.CodeNotFound, format, args...) }
+func unsupported(format string, args ...any) error {
+	return newError(wire.CodeUnsupported, format, args...)
+}
+func internal(format string, args ...any) error { return newError(wire.CodeInternal, format, args...) }
 
 // toWire classifies err for the wire: an *opError keeps its code, file
 // system errors are classified by their errno, anything else is internal.

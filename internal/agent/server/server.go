@@ -65,6 +65,9 @@ type Config struct {
 	AllowPeer func(Peer) bool
 	// Logger gets debug and error messages; nil discards them.
 	Logger *slog.Logger
+	// Sandbox, for an agent that is its sandbox's main process, is what
+	// OpHalt and OpUnhalt act on; nil refuses them (ErrUnsupported).
+	Sandbox Sandbox
 }
 
 // Peer is the process at the other end of a unix socket (SO_PEERCRED).
@@ -552,10 +555,55 @@ func (s *Server) dispatch(ctx context.Context, watch func(), req wire.Request, f
 			return respondErr(w, err)
 		}
 		return tarIn(r, fr, w)
+	case wire.OpHalt:
+		var r wire.HaltRequest
+		if err := decodeBody(req, &r); err != nil {
+			return respondErr(w, err)
+		}
+		return simple(s.halt(r))
+	case wire.OpUnhalt:
+		var r wire.UnhaltRequest
+		if err := decodeBody(req, &r); err != nil {
+			return respondErr(w, err)
+		}
+		return simple(nil, s.unhalt())
 	case wire.OpStats:
 		return simple(readStats(s.cfg.CgroupRoot))
 	}
 	return respondErr(w, newError(wire.CodeUnsupported, "unknown operation %q", req.Op))
+}
+
+// maxHaltGrace bounds the grace a halt gives processes.
+const maxHaltGrace = 10 * time.Minute
+
+// halt answers OpHalt: no command starts from now on, and the sandbox's
+// processes end.
+func (s *Server) halt(r wire.HaltRequest) (wire.HaltReply, error) {
+	if s.cfg.Sandbox == nil {
+		return wire.HaltReply{}, unsupported("this agent does not run a sandbox: it cannot halt one")
+	}
+	if r.Grace < 0 || r.Grace > maxHaltGrace {
+		return wire.HaltReply{}, invalid("grace %v: want 0 to %v", r.Grace, maxHaltGrace)
+	}
+	s.cmds.setHalted(true)
+	sig, killed, err := s.cfg.Sandbox.Halt(r.Grace)
+	if err != nil {
+		return wire.HaltReply{}, internal("halt: %v", err)
+	}
+	return wire.HaltReply{Signalled: sig, Killed: killed}, nil
+}
+
+// unhalt answers OpUnhalt: the main command runs again and commands may
+// start.
+func (s *Server) unhalt() error {
+	if s.cfg.Sandbox == nil {
+		return unsupported("this agent does not run a sandbox: it cannot start one")
+	}
+	if err := s.cfg.Sandbox.Unhalt(); err != nil {
+		return internal("start the main command: %v", err)
+	}
+	s.cmds.setHalted(false)
+	return nil
 }
 
 // stdin answers OpStdin.
@@ -644,6 +692,10 @@ func (s *Server) dial(ctx context.Context, st *yamux.Stream, req wire.Request, w
 	}
 	if r.Port < 1 || r.Port > 65535 {
 		fail(invalid("port %d is not 1 to 65535", r.Port))
+		return
+	}
+	if s.cmds.isHalted() {
+		fail(conflict("the sandbox is stopped: start it first"))
 		return
 	}
 	d := net.Dialer{Timeout: dialTimeout}

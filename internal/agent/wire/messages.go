@@ -70,7 +70,34 @@ const (
 	// bytes of a TCP connection to the port on the sandbox's loopback, both
 	// ways, until either side closes.
 	OpDial Op = "dial"
+	// OpHalt: HaltRequest -> Response{Body: HaltReply}. The agent ends
+	// every process of the sandbox but its own (SIGTERM, SIGKILL after the
+	// grace), its main command too, and refuses commands until OpUnhalt:
+	// the sandbox is stopped while its agent runs (a Kubernetes sandbox,
+	// whose Pod cannot stop and start again). Halting a halted agent ends
+	// what runs again.
+	OpHalt Op = "halt"
+	// OpUnhalt: UnhaltRequest -> Response{}. The agent starts its main
+	// command anew and accepts commands again.
+	OpUnhalt Op = "unhalt"
 )
+
+// HaltRequest asks the agent to end the sandbox's processes.
+type HaltRequest struct {
+	// Grace is how long processes have between SIGTERM and SIGKILL.
+	Grace time.Duration `json:"grace"`
+}
+
+// HaltReply says what a halt ended.
+type HaltReply struct {
+	// Signalled counts the processes that got SIGTERM; Killed, those that
+	// were still there after the grace and got SIGKILL.
+	Signalled int `json:"signalled"`
+	Killed    int `json:"killed"`
+}
+
+// UnhaltRequest asks the agent to run the sandbox again.
+type UnhaltRequest struct{}
 
 // DialRequest asks for a connection to TCP Port inside the sandbox.
 type DialRequest struct {

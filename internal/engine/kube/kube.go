@@ -4,9 +4,12 @@
 // like the Docker engine's containers, running the same agent as its
 // keep-alive (installed from the agent image by an init container); the
 // agent's channel rides the pod exec stream (WebSocket, SPDY as fallback).
+// A Pod runs once, so Stop and Start have the agent end the sandbox's
+// processes and run its main command again while the Pod runs on.
+// Isolation is NetworkPolicy (netpol.go).
 //
 // What a cluster cannot do the engine refuses with ErrUnsupported, never
-// pretending: pausing, stopping and starting again (a Pod runs once),
+// pretending: pausing (no freezer API), starting a Pod that ended,
 // engine archives and paths (files go through the agent), images (the
 // kubelet pulls for itself), engine networks and volumes, and stats (the
 // agent reads its cgroup). The Manager checks Info.Backend and keeps such
@@ -14,6 +17,7 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -293,6 +297,11 @@ func (k *Kube) Start(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.StartTimeout)
 	defer cancel()
 	p, err := k.get(ctx, id)
+	if err == nil && p.Annotations[annHalted] != "" {
+		if st, _ := stateOf(p); st.Halted {
+			return k.unhalt(ctx, p, id)
+		}
+	}
 	var probed <-chan struct{}
 	if err == nil && p.Annotations[annAgent] != "" {
 		if done, _ := startedOrFailed(p); !done {
@@ -478,14 +487,119 @@ func startedOrFailed(p *corev1.Pod) (bool, error) {
 	return false, waitingProblem(p)
 }
 
-// Stop is not supported: a pod cannot stop and start again.
+// Stop stops a running sandbox while its Pod runs on (a Pod cannot stop
+// and start again): the agent ends every process of the sandbox but its
+// own, its main command too (SIGTERM, then SIGKILL after timeout), and
+// refuses commands; the annotation annHalted records it, so that Inspect
+// and List report the container exited (ContainerState.Halted) and Start
+// runs it again, from any Manager. The file system stays, as a stopped
+// Docker container's does, and the agent still serves it. Stopping a
+// halted sandbox ends what runs again.
 func (k *Kube) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	return unsupported("stopping a sandbox")
+	p, agent, err := k.agentPod(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := k.runAgent(ctx, id, agent, "halt", "-grace", max(timeout, 0).String()); err != nil {
+		return fmt.Errorf("stop pod %s: %w", p.Name, err)
+	}
+	if p.Annotations[annHalted] != "" {
+		return nil
+	}
+	return k.annotate(ctx, p.Name, annHalted, time.Now().UTC().Format(time.RFC3339Nano))
 }
 
-// Restart is not supported.
+// Restart stops (like Stop) and starts (like Start) a sandbox.
 func (k *Kube) Restart(ctx context.Context, id string, timeout time.Duration) error {
-	return unsupported("restarting a sandbox")
+	if err := k.Stop(ctx, id, timeout); err != nil {
+		return err
+	}
+	return k.Start(ctx, id)
+}
+
+// unhalt runs a halted sandbox again (Start): the agent starts the main
+// command anew, then the annotation goes.
+func (k *Kube) unhalt(ctx context.Context, p *corev1.Pod, id string) error {
+	agent := p.Annotations[annAgent]
+	if agent == "" {
+		return unsupported("starting a sandbox without an agent")
+	}
+	if err := k.runAgent(ctx, id, agent, "unhalt"); err != nil {
+		return fmt.Errorf("start pod %s: %w", p.Name, err)
+	}
+	return k.annotate(ctx, p.Name, annHalted, "")
+}
+
+// agentPod reads the pod of a sandbox whose agent runs, and the agent's
+// path in it.
+func (k *Kube) agentPod(ctx context.Context, id string) (*corev1.Pod, string, error) {
+	p, err := k.get(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	agent := p.Annotations[annAgent]
+	if agent == "" {
+		return nil, "", unsupported("stopping a sandbox without an agent")
+	}
+	st, _ := stateOf(p)
+	c := engine.Container{ID: id, State: st}
+	k.overlay(&c)
+	if !c.State.Running && !c.State.Halted {
+		return nil, "", sbxerr.Conflict("pod %s is %s: its agent does not run", p.Name, c.State.Status)
+	}
+	return p, agent, nil
+}
+
+// runAgent runs the agent's program in the pod with args and fails, with
+// what it wrote to stderr, unless it exits 0.
+func (k *Kube) runAgent(ctx context.Context, id, agent string, args ...string) error {
+	x, err := k.Exec(ctx, id, engine.ExecSpec{Cmd: append([]string{agent}, args...)})
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { x.Close() })
+	defer stop()
+	defer x.Close()
+	var stderr limitedBuffer
+	if err := x.Output(io.Discard, &stderr); err != nil {
+		return classify(err)
+	}
+	st, err := k.ExecInspect(ctx, x.ID())
+	switch {
+	case err != nil:
+		return err
+	case st.ExitCode == 3:
+		return sbxerr.New(sbxerr.ErrUnsupported, "the agent: %s", stderr.String())
+	case st.ExitCode != 0:
+		return fmt.Errorf("the agent's %s exited with %d: %s", args[0], st.ExitCode, stderr.String())
+	}
+	return nil
+}
+
+// limitedBuffer keeps the first 4 KiB written to it.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4<<10 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(len(p), room)]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(bytes.TrimSpace(l.b)) }
+
+// annotate sets annotation key of pod name to v, or removes it for "".
+func (k *Kube) annotate(ctx context.Context, name, key, v string) error {
+	var val any = v
+	if v == "" {
+		val = nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{key: val}}})
+	if err != nil {
+		return err
+	}
+	_, err = k.cs.CoreV1().Pods(k.cfg.Namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return classify(err)
 }
 
 // Pause is not supported: Kubernetes has no freezer API.

@@ -29,7 +29,8 @@ const (
 	annID        = "opensbx.org/id"
 	annName      = "opensbx.org/name"
 	annLabels    = "opensbx.org/labels"
-	annAgent     = "opensbx.org/agent" // the agent program's path in the container, for Start's probe
+	annAgent     = "opensbx.org/agent"  // the agent program's path in the container, for Start's probe
+	annHalted    = "opensbx.org/halted" // when Stop halted the sandbox (its Pod runs on); Start removes it
 	labelNameKey = "opensbx.org/name-key"
 	labelSandbox = "opensbx.org/sandbox" // "true" on every pod this engine makes
 
@@ -379,8 +380,16 @@ func stateOf(p *corev1.Pod) (engine.ContainerState, string) {
 	if st.Status == "created" && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed) {
 		st.Status = "exited"
 	}
+	if t := p.Annotations[annHalted]; t != "" && (st.Status == "running" || st.Status == "created") {
+		// Stopped by the agent, its Pod running on: exited, as a stopped
+		// Docker container, by SIGTERM. (Stop saw the agent run, so a pod
+		// the API still calls created, a relist behind, runs too.)
+		st.Status, st.Running, st.Halted, st.ExitCode = "exited", false, true, 143
+		st.FinishedAt, _ = time.Parse(time.RFC3339Nano, t)
+		text = "Stopped " + t + " (the Pod and its agent run on)"
+	}
 	if p.DeletionTimestamp != nil {
-		st.Status, st.Running = "removing", false
+		st.Status, st.Running, st.Halted = "removing", false, false
 	}
 	return st, text
 }

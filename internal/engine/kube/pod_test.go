@@ -213,3 +213,41 @@ func FuzzContainerOf(f *testing.F) {
 		_ = selector(map[string]string{labels: cname})
 	})
 }
+
+// TestHaltedState: a pod Stop halted reports a stopped container whose
+// agent runs on, also while the API still calls it created; one that ended
+// by itself, or goes, is not halted.
+func TestHaltedState(t *testing.T) {
+	at := "2026-12-02T08:00:00.5Z"
+	running := corev1.ContainerStatus{Name: containerName, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}
+	ended := corev1.ContainerStatus{Name: containerName, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}
+	gone := metav1.Now()
+	for _, tc := range []struct {
+		name     string
+		statuses []corev1.ContainerStatus
+		deleting bool
+		status   string
+		halted   bool
+	}{
+		{"running", []corev1.ContainerStatus{running}, false, "exited", true},
+		{"created", nil, false, "exited", true},
+		{"ended by itself", []corev1.ContainerStatus{ended}, false, "exited", false},
+		{"removing", []corev1.ContainerStatus{running}, true, "removing", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annHalted: at}}, Status: corev1.PodStatus{ContainerStatuses: tc.statuses}}
+			if tc.deleting {
+				p.DeletionTimestamp = &gone
+			}
+			st, _ := stateOf(p)
+			is.Equal(st.Status, tc.status)
+			is.Equal(st.Halted, tc.halted)
+			is.True(!st.Running)
+			if tc.halted {
+				is.Equal(st.ExitCode, 143)
+				is.Equal(st.FinishedAt.Format(time.RFC3339Nano), at)
+			}
+		})
+	}
+}

@@ -8,6 +8,8 @@
 //
 //	opensbx-agent serve [flags] [-- main command...]
 //	opensbx-agent connect [-socket NAME]
+//	opensbx-agent halt [-grace DURATION] [-socket NAME]
+//	opensbx-agent unhalt [-socket NAME]
 //	opensbx-agent version
 //	opensbx-agent install [-mkdir] [-stay] DIR
 //	opensbx-agent install -check DIR
@@ -25,6 +27,14 @@
 // stdout, until either side closes; the Manager runs it as an exec to open
 // its session. It exits with 69 when no agent is running, 77 when the agent
 // refused the connecting user (not root), 75 when the agent is busy.
+//
+// halt asks the serving agent to stop the sandbox while it runs on: every
+// process but the agent's ends (SIGTERM, SIGKILL after -grace), the main
+// command too, and commands are refused; unhalt runs the main command again
+// and accepts commands. A Pod cannot stop and start again, so this is how
+// the Kubernetes engine stops, starts and restarts a sandbox (a pod exec of
+// each). They exit 69 when no agent runs, 3 when the agent does not run a
+// sandbox, 1 on another failure.
 //
 // install copies the program itself to DIR/opensbx-agent (mode 0755): the
 // init container of a Kubernetes sandbox runs it from the agent image to
@@ -51,6 +61,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/opensbx/opensbx/internal/agent/server"
 	"github.com/opensbx/opensbx/internal/agent/wire"
 )
@@ -62,6 +74,8 @@ func main() {
 const usage = `usage:
   opensbx-agent serve [flags] [-- main command...]
   opensbx-agent connect [-socket NAME]
+  opensbx-agent halt [-grace DURATION] [-socket NAME]
+  opensbx-agent unhalt [-socket NAME]
   opensbx-agent version
   opensbx-agent install [-mkdir] [-stay] DIR
   opensbx-agent install -check DIR
@@ -82,6 +96,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	case "install":
 		return installCmd(args[1:], stderr)
+	case "halt":
+		return haltCmd(args[1:], false, stdout, stderr)
+	case "unhalt":
+		return haltCmd(args[1:], true, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return 2
@@ -204,6 +222,7 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "opensbx-agent")
 
+	sup := server.NewSupervisor(fs.Args(), *mainUser, server.Config{})
 	srv := server.New(server.Config{
 		Version:           selfVersion(),
 		DefaultUser:       *user,
@@ -214,6 +233,7 @@ func serve(args []string, stderr io.Writer) int {
 		MaxFinishedOutput: *maxFinishedOutput,
 		MaxSessions:       *maxSessions,
 		Logger:            log,
+		Sandbox:           sup,
 	})
 	// Signals are caught before anything starts, so none is lost.
 	sigs := make(chan os.Signal, 8)
@@ -228,20 +248,7 @@ func serve(args []string, stderr io.Writer) int {
 			log.Error("serve", "err", err)
 		}
 	}()
-
-	if fs.NArg() == 0 {
-		for sig := range sigs {
-			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-				// The sandbox stops: its processes go with it, there is
-				// nothing to wait for. Exit as a process the signal
-				// killed would (143 for SIGTERM), like the long sleep
-				// that kept sandboxes alive before the agent.
-				return 128 + int(sig.(syscall.Signal))
-			}
-		}
-	}
-	m, err := server.StartMain(fs.Args(), *mainUser, server.Config{})
-	if err != nil {
+	if err := sup.Start(); err != nil {
 		fmt.Fprintf(stderr, "opensbx-agent serve: main command: %v\n", err)
 		var se *server.StartError
 		if errors.As(err, &se) {
@@ -252,9 +259,19 @@ func serve(args []string, stderr io.Writer) int {
 	for {
 		select {
 		case sig := <-sigs:
-			_ = m.Signal(sig)
-		case <-m.Done():
-			return m.ExitCode()
+			if sup.Signal(sig) {
+				continue // the main command's end decides
+			}
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				// No main command runs (there is none, or the sandbox is
+				// halted): the sandbox stops, its processes go with it,
+				// there is nothing to wait for. Exit as a process the
+				// signal killed would (143 for SIGTERM), like the long
+				// sleep that kept sandboxes alive before the agent.
+				return 128 + int(sig.(syscall.Signal))
+			}
+		case code := <-sup.Exit():
+			return code
 		}
 	}
 }
@@ -266,40 +283,50 @@ func connect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	c, err := net.Dial("unix", *socket)
+	sock, err := dialAgent(*socket)
 	if err != nil {
 		fmt.Fprintf(stderr, "opensbx-agent connect: the sandbox's agent is not running (%v)\n", err)
 		return wire.ExitNoAgent
 	}
-	conn := c.(*net.UnixConn)
-	defer conn.Close()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var b [1]byte
-	if _, err := io.ReadFull(conn, b[:]); err != nil {
+	b, err := readByte(sock, 10*time.Second)
+	if err != nil {
+		unix.Close(sock)
 		fmt.Fprintf(stderr, "opensbx-agent connect: the sandbox's agent closed the connection (%v)\n", err)
 		return wire.ExitNoAgent
 	}
-	switch b[0] {
+	switch b {
 	case wire.HandshakeOK:
 	case wire.HandshakeRefused:
+		unix.Close(sock)
 		fmt.Fprintln(stderr, "opensbx-agent connect: the agent refused the connection: only root in the sandbox may connect")
 		return wire.ExitRefused
 	case wire.HandshakeBusy:
+		unix.Close(sock)
 		fmt.Fprintln(stderr, "opensbx-agent connect: the agent serves as many sessions as it allows")
 		return wire.ExitBusy
 	default:
-		fmt.Fprintf(stderr, "opensbx-agent connect: unexpected handshake 0x%02x\n", b[0])
+		unix.Close(sock)
+		fmt.Fprintf(stderr, "opensbx-agent connect: unexpected handshake 0x%02x\n", b)
 		return wire.ExitNoAgent
 	}
-	conn.SetReadDeadline(time.Time{})
+	in, inOK := stdin.(*os.File)
+	out, outOK := stdout.(*os.File)
+	if inOK && outOK {
+		relay(int(in.Fd()), int(out.Fd()), sock)
+		unix.Close(sock)
+		return 0
+	}
+	// Not the process's own descriptors (tests): copy with goroutines.
+	f := os.NewFile(uintptr(sock), "agent")
+	defer f.Close()
 	done := make(chan struct{}, 2)
 	go func() {
-		io.Copy(conn, stdin)
-		conn.CloseWrite()
+		io.Copy(f, stdin)
+		unix.Shutdown(sock, unix.SHUT_WR)
 		done <- struct{}{}
 	}()
 	go func() {
-		io.Copy(stdout, conn)
+		io.Copy(stdout, f)
 		done <- struct{}{}
 	}()
 	<-done
