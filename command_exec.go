@@ -50,7 +50,7 @@ func (m *Manager) exec(ctx context.Context, sandboxID string, opts ExecOptions) 
 	}
 	env = append(env, commandIDEnv+"="+id)
 	started := time.Now()
-	x, err := m.engine.Exec(ctx, c.ID, engine.ExecSpec{
+	x, err := m.startExec(ctx, c.ID, engine.ExecSpec{
 		User:       opts.User,
 		Stdin:      attachStdin,
 		Env:        env,

@@ -147,7 +147,7 @@ const execQuietLimit = 4 << 10
 // exit code and (bounded) combined output. It is not recorded as a
 // command, and it ends with ctx.
 func (r *commandRegistry) execQuiet(ctx context.Context, sandboxID string, cmd []string) (int, string, error) {
-	res, err := engine.Run(ctx, r.m.engine, sandboxID, engine.ExecSpec{User: "0", Cmd: cmd}, execQuietLimit)
+	res, err := engine.Run(ctx, gatedEngine{r.m.engine, r.m}, sandboxID, engine.ExecSpec{User: "0", Cmd: cmd}, execQuietLimit)
 	if err != nil {
 		return 0, "", fmt.Errorf("exec in sandbox: %w", err)
 	}

@@ -66,7 +66,7 @@ const fileExecLimit = 4 << 10
 // A cancelled ctx ends the wait; the tool itself is not killed (the Engine
 // API cannot), but rm ends by itself.
 func (m *Manager) fileExec(ctx context.Context, id string, argv []string) (engine.RunResult, error) {
-	return engine.Run(ctx, m.engine, id, engine.ExecSpec{Cmd: argv, User: "0"}, fileExecLimit)
+	return engine.Run(ctx, gatedEngine{m.engine, m}, id, engine.ExecSpec{Cmd: argv, User: "0"}, fileExecLimit)
 }
 
 // missingTool reports whether the engine could not start the tool: runc

@@ -1,8 +1,12 @@
 package opensbx
 
 import (
+	"context"
 	"sync"
+	"time"
 
+	"github.com/opensbx/opensbx/internal/engine"
+	"github.com/opensbx/opensbx/internal/poll"
 	"github.com/opensbx/opensbx/internal/sbxerr"
 )
 
@@ -58,4 +62,44 @@ func (m *Manager) freezing(id string) (release func()) {
 	l := m.freeze.gate(id)
 	l.Lock()
 	return l.Unlock
+}
+
+// startedWithin bounds how long startExec holds off a Pause for an exec the
+// engine has not reported started.
+const startedWithin = 5 * time.Second
+
+// startExec starts an engine exec in sandbox id, holding off a Pause until
+// the engine reports its process started: the engine's Exec returns with the
+// stream attached, which can be before the runtime has brought the process
+// in. Every engine exec of the Manager's goes through it (the agent's
+// channel holds the gate itself, until the agent answers).
+func (m *Manager) startExec(ctx context.Context, id string, spec engine.ExecSpec) (engine.Exec, error) {
+	release, err := m.startingExec(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	x, err := m.engine.Exec(ctx, id, spec)
+	if err != nil || m.onKubernetes() { // nothing freezes a Pod
+		return x, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, startedWithin)
+	defer cancel()
+	_ = poll.Until(wctx, poll.Backoff{Min: 200 * time.Microsecond, Max: 20 * time.Millisecond}, func() (bool, error) {
+		st, err := m.engine.ExecInspect(wctx, x.ID())
+		return err != nil || st.Running || st.Pid != 0, nil // started (or gone: nothing to wait for)
+	})
+	return x, nil
+}
+
+// gatedEngine is the Manager's engine with every Exec through startExec,
+// for helpers (engine.Run) that take an Engine.
+type gatedEngine struct {
+	engine.Engine
+	m *Manager
+}
+
+// Exec starts the exec through the freeze gate.
+func (g gatedEngine) Exec(ctx context.Context, id string, spec engine.ExecSpec) (engine.Exec, error) {
+	return g.m.startExec(ctx, id, spec)
 }

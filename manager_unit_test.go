@@ -103,7 +103,10 @@ func TestUnitResolveIDs(t *testing.T) {
 		is.True(errors.Is(err, ErrNotFound)) // hostile id is not found
 	}
 	for _, c := range fe.Calls()[before:] {
-		if c.Method != "List" || c.Arg != "" { // a refresh of the index carries no id
+		// Only a refresh of the index (List, no id) answers them; the
+		// Manager's background work (a stats sample, the agent volumes'
+		// prune) may call meanwhile, with full ids of its own or none.
+		if c.Arg != "" && !engine.IsFullID(c.Arg) {
 			t.Errorf("a hostile id reached the engine: %s(%q)", c.Method, c.Arg)
 		}
 	}
