@@ -48,7 +48,9 @@ func (g *freezeGates) forget(id string) {
 func (m *Manager) startingExec(id string) (release func(), err error) {
 	l := m.freeze.gate(id)
 	l.RLock()
-	if m.index.isPaused(id) {
+	// Only a sandbox the index knows is ever paused by a Manager: a pool's
+	// ready one (not in the index) is not, and its channel opens at fill.
+	if m.index.pausedKnown(id) {
 		l.RUnlock()
 		return nil, sbxerr.Conflict("sandbox %s is paused", shortID(id))
 	}

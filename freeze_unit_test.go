@@ -2,6 +2,8 @@ package opensbx
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,4 +74,20 @@ func TestPauseWaitsForStartingExec(t *testing.T) {
 
 	_, err = m.Exec(ctx, sb.ID, ExecOptions{Command: "sleep", Args: []string{"1"}})
 	is.True(err != nil) // and no exec starts in a paused sandbox
+}
+
+// TestStartingExecPoolSandbox: a pool's ready sandbox (not in the index,
+// never paused) may start an exec, so that its channel opens at fill time;
+// a sandbox the index knows paused may not.
+func TestStartingExecPoolSandbox(t *testing.T) {
+	is := is.New(t)
+	m, _, _ := fakeSetup(t)
+	release, err := m.startingExec(strings.Repeat("ab", 32)) // unknown to the index
+	is.NoErr(err)
+	release()
+	sb := fakeCreate(t, m, CreateOptions{})
+	_, err = m.Pause(context.Background(), sb.ID)
+	is.NoErr(err)
+	_, err = m.startingExec(sb.ID)
+	is.True(errors.Is(err, ErrConflict))
 }

@@ -116,6 +116,16 @@ func (x *sandboxIndex) isPaused(id string) bool {
 	return !ok || e.paused
 }
 
+// pausedKnown reports whether sandbox id is known and was last seen
+// paused; unlike isPaused, an id the index does not hold (a pool's ready
+// sandbox, invisible until adopted) counts as not paused.
+func (x *sandboxIndex) pausedKnown(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.byID[id]
+	return ok && e.paused
+}
+
 func (x *sandboxIndex) putLocked(id, name string) {
 	x.byID[id] = indexEntry{id: id, name: name}
 	if name != "" {
