@@ -92,6 +92,10 @@ func TestHaltNeedsASandbox(t *testing.T) {
 	e := newEnv(t, server.Config{})
 	_, err := e.c.Halt(testCtx(t), time.Second)
 	is.True(errors.Is(err, agent.ErrUnsupported))
+	for _, grace := range []time.Duration{-time.Second, 11 * time.Minute} {
+		_, err = e.c.Halt(testCtx(t), grace)
+		is.True(errors.Is(err, agent.ErrInvalid)) // a grace out of bounds
+	}
 	is.True(errors.Is(e.c.Unhalt(testCtx(t)), agent.ErrUnsupported))
 	r := run(t, e.c, agent.ExecRequest{Argv: []string{"true"}})
 	is.Equal(r.code(), 0) // and goes on serving

@@ -579,11 +579,11 @@ const maxHaltGrace = 10 * time.Minute
 // halt answers OpHalt: no command starts from now on, and the sandbox's
 // processes end.
 func (s *Server) halt(r wire.HaltRequest) (wire.HaltReply, error) {
-	if s.cfg.Sandbox == nil {
-		return wire.HaltReply{}, unsupported("this agent does not run a sandbox: it cannot halt one")
-	}
 	if r.Grace < 0 || r.Grace > maxHaltGrace {
 		return wire.HaltReply{}, invalid("grace %v: want 0 to %v", r.Grace, maxHaltGrace)
+	}
+	if s.cfg.Sandbox == nil {
+		return wire.HaltReply{}, unsupported("this agent does not run a sandbox: it cannot halt one")
 	}
 	s.cmds.setHalted(true)
 	sig, killed, err := s.cfg.Sandbox.Halt(r.Grace)
