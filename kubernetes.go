@@ -58,8 +58,18 @@ type KubernetesConfig struct {
 	// sandboxes then mount it read-only from the node instead of
 	// installing it from AgentImage with an init container, which saves
 	// the kubelet a container's start and exit (about a second per create
-	// on the test cluster). A node without it fails the sandbox's start.
+	// on the test cluster). A sandbox on a node without it waits for it
+	// (the kubelet retries the mount) until Start gives up.
+	//
+	// Empty, a sandbox still mounts the agent from the nodes when the
+	// Pods' namespace holds the DaemonSet AgentDaemonSet makes, for this
+	// agent version and ready on every node it runs on (looked up at most
+	// every 30 seconds); otherwise an init container installs it.
 	AgentHostDir string
+	// AgentInitContainer, without AgentHostDir, always installs the agent
+	// with an init container and never looks for the agent DaemonSet: for
+	// a namespace whose admission rules refuse hostPath volumes.
+	AgentInitContainer bool
 	// Ports says how the sandboxes' ports are reached (Network.Via, the
 	// preview proxy): "pod-ip" dials the Pod's address, for a Manager in
 	// the cluster or on a node; "agent" goes through the agent's session
@@ -114,11 +124,12 @@ func kubeEngine(c *KubernetesConfig) (engine.Engine, error) {
 		return nil, err
 	}
 	return kube.New(kube.Config{
-		Rest:         rc,
-		Namespace:    c.Namespace,
-		AgentImage:   c.AgentImage,
-		AgentHostDir: c.AgentHostDir,
-		PullPolicy:   corev1.PullPolicy(c.PullPolicy),
+		Rest:          rc,
+		Namespace:     c.Namespace,
+		AgentImage:    c.AgentImage,
+		AgentHostDir:  c.AgentHostDir,
+		DiscoverAgent: !c.AgentInitContainer,
+		PullPolicy:    corev1.PullPolicy(c.PullPolicy),
 	})
 }
 

@@ -13,13 +13,16 @@ import (
 
 	"github.com/docker/docker/client"
 	"github.com/matryer/is"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/opensbx/opensbx/internal/agent/bin"
 	"github.com/opensbx/opensbx/internal/engine/kube"
 	"github.com/opensbx/opensbx/internal/kubeenv"
 	"github.com/opensbx/opensbx/internal/testenv"
@@ -231,6 +234,57 @@ func TestKubernetesAgentDaemonSet(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(string(r.Stdout), "installed by the DaemonSet\n")
 
+	// Without AgentHostDir, a Manager whose namespace holds the ready
+	// DaemonSet mounts the agent from the nodes all the same, and one
+	// told to use an init container does.
+	podOf := func(m *Manager) *corev1.Pod {
+		t.Helper()
+		res, err := m.Create(ctx, CreateOptions{Image: testenv.BusyboxImage})
+		is.NoErr(err)
+		t.Cleanup(func() { m.Delete(context.Background(), res.ID) })
+		r, err := m.Run(ctx, res.ID, ExecOptions{Command: "echo", Args: []string{"ok"}})
+		is.NoErr(err)
+		is.Equal(string(r.Stdout), "ok\n")
+		pod, err := cs.CoreV1().Pods(ns).Get(ctx, "sbx-"+res.ID[:48], metav1.GetOptions{})
+		is.NoErr(err)
+		return pod
+	}
+	found := KubernetesConfig{Kubeconfig: kubeconfig, PullPolicy: "Never", Namespace: ns}
+	b.opts = []Option{WithKubernetes(found)}
+	pod := podOf(b.manager(t))
+	is.Equal(len(pod.Spec.InitContainers), 0) // nothing installed: the agent comes from the node
+	var hostPath string
+	for _, v := range pod.Spec.Volumes {
+		if v.HostPath != nil {
+			hostPath = v.HostPath.Path
+		}
+	}
+	is.Equal(hostPath, filepath.Dir(matches[0])) // the DaemonSet's directory of this agent version
+
+	initc := KubernetesConfig{Kubeconfig: kubeconfig, PullPolicy: "Never", Namespace: ns, AgentInitContainer: true}
+	b.opts = []Option{WithKubernetes(initc)}
+	pod = podOf(b.manager(t))
+	is.Equal(len(pod.Spec.InitContainers), 1) // told not to look
+}
+
+// TestAgentDaemonSetIsFound needs no cluster: the DaemonSet AgentDaemonSet
+// makes, once ready, is the one a Manager without AgentHostDir finds for
+// its agent version (and only for it), at the directory it was given.
+func TestAgentDaemonSetIsFound(t *testing.T) {
+	is := is.New(t)
+	ds, err := AgentDaemonSet(AgentDaemonSetOptions{Namespace: "sbx", HostDir: "/var/lib/opensbx/agent", Arch: "amd64"})
+	is.NoErr(err)
+	version, err := bin.Version("amd64")
+	is.NoErr(err)
+	vol := agentVolumeName("amd64", version)
+	is.Equal(kube.AgentSetDir(ds, vol), "") // not ready yet
+	ds.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: 2, NumberReady: 2, UpdatedNumberScheduled: 2}
+	is.Equal(kube.AgentSetDir(ds, vol), "/var/lib/opensbx/agent")
+	is.Equal(kube.AgentSetDir(ds, agentVolumeName("arm64", version)), "")            // another architecture's
+	is.Equal(kube.AgentSetDir(ds, agentVolumeName("amd64", "0000000000000000")), "") // another version's
+	sel, err := labels.Parse(kube.AgentSetSelector)
+	is.NoErr(err)
+	is.True(sel.Matches(labels.Set(ds.Labels))) // the lookup's selector lists it
 }
 
 // TestAgentDaemonSetRefusesBadOptions needs no cluster: the options are

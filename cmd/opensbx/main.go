@@ -28,7 +28,9 @@
 //	-k8s-namespace     K8S_NAMESPACE      Kubernetes namespace of the Pods (default "default")
 //	-k8s-agent-image   K8S_AGENT_IMAGE    image the agent is installed from (default opensbx-agent:<version>)
 //	-k8s-pull-policy   K8S_PULL_POLICY    sandbox images' pull policy (default IfNotPresent)
-//	-k8s-agent-host-dir K8S_AGENT_HOST_DIR the nodes' directory of the agent (default: an init container installs it)
+//	-k8s-agent-host-dir K8S_AGENT_HOST_DIR the nodes' directory of the agent (default: the agent DaemonSet's, if
+//	                                      the namespace has a ready one, else an init container installs it)
+//	-k8s-agent-init    K8S_AGENT_INIT     true: always an init container, never the DaemonSet's directory
 //	-k8s-ports         K8S_PORTS          pod-ip or agent: how ports are reached (default: pod-ip in the cluster, else agent)
 //
 // `opensbx agent-image [-arch ARCH] [-tag REF] > agent.tar` writes the agent

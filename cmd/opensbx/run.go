@@ -104,7 +104,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	kubeAgentImage := str("k8s-agent-image", "", "image the agent is installed from with BACKEND=kubernetes (default: opensbx-agent:<version>; `opensbx agent-image` writes it)")
 	kubePull := str("k8s-pull-policy", "IfNotPresent", "pull policy of sandbox images with BACKEND=kubernetes: IfNotPresent, Always or Never")
 	kubePorts := str("k8s-ports", "", "how sandbox ports are reached with BACKEND=kubernetes: pod-ip or agent (default: pod-ip in the cluster, agent with a kubeconfig)")
-	kubeAgentDir := str("k8s-agent-host-dir", "", "directory on every node holding the agent (opensbx agent-install DIR) with BACKEND=kubernetes; default: an init container installs it from the agent image")
+	kubeAgentDir := str("k8s-agent-host-dir", "", "directory on every node holding the agent (opensbx agent-install DIR) with BACKEND=kubernetes; default: from the nodes when the namespace holds a ready agent DaemonSet (opensbx agent-daemonset), else an init container installs it from the agent image")
+	kubeAgentInit := str("k8s-agent-init", "false", "with BACKEND=kubernetes and no k8s-agent-host-dir: always install the agent with an init container, never look for the agent DaemonSet: true or false")
 	logFormat := str("log-format", "json", "log format: json or text")
 	logLevel := str("log-level", "info", "log level: debug, info, warn or error")
 	shutdown := str("shutdown-timeout", "15s", "grace for requests in flight at shutdown: seconds or a Go duration")
@@ -219,6 +220,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	case "docker":
 	case "kubernetes", "k8s":
 		c.kube = &opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *kubeNamespace, AgentImage: *kubeAgentImage, PullPolicy: *kubePull, AgentHostDir: *kubeAgentDir, Ports: *kubePorts}
+		if c.kube.AgentInitContainer, err = strconv.ParseBool(*kubeAgentInit); err != nil {
+			bad("k8s-agent-init", fmt.Errorf("want true or false, got %q", *kubeAgentInit))
+		}
 		if c.dockerHost != "" {
 			bad("docker-host", fmt.Errorf("not with BACKEND=kubernetes"))
 		}

@@ -59,6 +59,11 @@ type Config struct {
 	// AgentImage with an init container, which spares the kubelet a
 	// container's start and exit.
 	AgentHostDir string
+	// DiscoverAgent, without AgentHostDir, looks for a ready agent
+	// DaemonSet (opensbx.AgentDaemonSet) in Namespace keeping this agent on
+	// the nodes and, when there is one, mounts the agent from its node
+	// directory as AgentHostDir would (agentdir.go).
+	DiscoverAgent bool
 	// PullPolicy is the sandboxes' image pull policy ("" is IfNotPresent).
 	PullPolicy corev1.PullPolicy
 	// StartTimeout bounds how long Start waits for a pod to run (default 2
@@ -81,6 +86,9 @@ type Kube struct {
 
 	denyMu sync.Mutex
 	deny   []string // clusterNets, once read
+
+	dirMu sync.Mutex
+	dirs  map[string]agentDirEntry // agentHostDir's lookups, by agent volume
 
 	mu    sync.Mutex
 	seen  map[string]time.Time // pods a probe saw run before the API said so, by id
@@ -240,7 +248,7 @@ func (k *Kube) Create(ctx context.Context, spec engine.ContainerSpec) (string, e
 	k.mu.Lock()
 	agentImage := k.cfg.AgentImage
 	k.mu.Unlock()
-	pod, err := k.podFor(id, spec, agentImage)
+	pod, err := k.podFor(id, spec, agentImage, k.agentHostDir(ctx, agentVolumeName(spec)))
 	if err != nil {
 		return "", err
 	}

@@ -133,7 +133,7 @@ func TestPodLabelsForPolicies(t *testing.T) {
 	is := is.New(t)
 	k := testKube(t)
 	id := newID()
-	pod, err := k.podFor(id, engine.ContainerSpec{Image: "busybox:1"}, "agent:1")
+	pod, err := k.podFor(id, engine.ContainerSpec{Image: "busybox:1"}, "agent:1", "")
 	is.NoErr(err)
 	is.Equal(pod.Labels[labelPod], podName(id))
 	is.True(strings.HasPrefix(pod.Labels[labelPod], "sbx-"))

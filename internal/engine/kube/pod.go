@@ -97,7 +97,7 @@ func matches(have, filter map[string]string) bool {
 }
 
 // podFor writes the pod of a new container id made to spec.
-func (k *Kube) podFor(id string, spec engine.ContainerSpec, agentImage string) (*corev1.Pod, error) {
+func (k *Kube) podFor(id string, spec engine.ContainerSpec, agentImage, agentDir string) (*corev1.Pod, error) {
 	if spec.Image == "" {
 		return nil, sbxerr.Invalid("no image")
 	}
@@ -209,14 +209,14 @@ func (k *Kube) podFor(id string, spec engine.ContainerSpec, agentImage string) (
 			pod.Annotations[annAgent] = path.Join(mt.Target, "opensbx-agent")
 		}
 		switch {
-		case mt.Agent && k.cfg.AgentHostDir != "":
+		case mt.Agent && agentDir != "":
 			name = agentVolume
 			if !validVolumeName(mt.Volume) {
 				return nil, sbxerr.Invalid("agent volume name %q", mt.Volume)
 			}
 			dir := corev1.HostPathDirectory
 			pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
-				HostPath: &corev1.HostPathVolumeSource{Path: path.Join(k.cfg.AgentHostDir, mt.Volume), Type: &dir}}})
+				HostPath: &corev1.HostPathVolumeSource{Path: path.Join(agentDir, mt.Volume), Type: &dir}}})
 			mt.ReadOnly = true
 		case mt.Agent:
 			name = agentVolume

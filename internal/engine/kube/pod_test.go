@@ -41,7 +41,7 @@ func TestPodRoundTrip(t *testing.T) {
 		CapAdd:      []string{"CHOWN", "CAP_KILL"},
 		Mounts:      []engine.Mount{{Volume: "opensbx-agent", Target: "/.opensbx", ReadOnly: true, Agent: true}, {Target: "/tmp"}},
 	}
-	p, err := k.podFor(id, spec, "opensbx-agent:0123")
+	p, err := k.podFor(id, spec, "opensbx-agent:0123", "")
 	is.NoErr(err)
 	is.Equal(p.Name, podName(id))
 	is.Equal(p.Namespace, "sbx")
@@ -103,7 +103,7 @@ func TestPodForRefuses(t *testing.T) {
 			if name == "agent, none" {
 				img = ""
 			}
-			if _, err := k.podFor(newID(), spec, img); err == nil {
+			if _, err := k.podFor(newID(), spec, img, ""); err == nil {
 				t.Fatal("accepted")
 			}
 		})
@@ -184,14 +184,13 @@ func TestSelectorAndMatches(t *testing.T) {
 func TestPodForAgentHostDir(t *testing.T) {
 	is := is.New(t)
 	k := testKube(t)
-	k.cfg.AgentHostDir = "/var/lib/opensbx/agent"
-	p, err := k.podFor(newID(), engine.ContainerSpec{Name: "a", Image: "x", Mounts: []engine.Mount{{Volume: "opensbx-agent-amd64-0123456789abcdef", Target: "/.opensbx", Agent: true}}}, "agent:1")
+	p, err := k.podFor(newID(), engine.ContainerSpec{Name: "a", Image: "x", Mounts: []engine.Mount{{Volume: "opensbx-agent-amd64-0123456789abcdef", Target: "/.opensbx", Agent: true}}}, "agent:1", "/var/lib/opensbx/agent")
 	is.NoErr(err)
 	is.Equal(len(p.Spec.InitContainers), 0) // nothing to install
 	is.Equal(p.Spec.Volumes[0].HostPath.Path, "/var/lib/opensbx/agent/opensbx-agent-amd64-0123456789abcdef")
 	is.True(p.Spec.Containers[0].VolumeMounts[0].ReadOnly)
 	for _, bad := range []string{"", "..", "a/b", "../etc"} {
-		_, err := k.podFor(newID(), engine.ContainerSpec{Name: "a", Image: "x", Mounts: []engine.Mount{{Volume: bad, Target: "/.opensbx", Agent: true}}}, "agent:1")
+		_, err := k.podFor(newID(), engine.ContainerSpec{Name: "a", Image: "x", Mounts: []engine.Mount{{Volume: bad, Target: "/.opensbx", Agent: true}}}, "agent:1", "/var/lib/opensbx/agent")
 		is.True(err != nil) // never a path out of the directory
 	}
 }
