@@ -35,8 +35,10 @@ type AgentDaemonSetOptions struct {
 // agent from the agent image into the subdirectory KubernetesConfig.
 // AgentHostDir expects, is Ready once the agent is in place, and then
 // idles (a few MiB of memory). Create it with client-go or print it with
-// `opensbx agent-daemonset | kubectl apply -f -`; a Manager configured with
-// the same AgentHostDir then starts sandboxes without an init container.
+// `opensbx agent-daemonset | kubectl apply -f -`; once it is ready, a
+// Manager whose Pods live in its namespace starts sandboxes without an init
+// container (it finds the DaemonSet), as does one configured with the same
+// AgentHostDir in any namespace.
 // Its pod runs as root with no capabilities, writing only the host
 // directory. It tolerates every taint, so that no node that may run
 // sandboxes lacks the agent.

@@ -11,8 +11,10 @@
 //	create       cold Create (returns once the Pod's container runs; its agent comes
 //	             from an init container) vs client-go creating an equivalent Pod
 //	             (no init container) and watching it until it runs
-//	create-node  the same, with the agent mounted from the node (AgentHostDir, written by
-//	             InstallAgent; the test cluster's node is this machine): no init container
+//	create-node  the same with the agent mounted from the node: the row applies the agent
+//	             DaemonSet (opensbx.AgentDaemonSet, into a temporary directory of this
+//	             machine, the test cluster's node), waits until it is ready, and a Manager
+//	             with the default configuration finds it: no init container
 //	pool-hit     Create served by the warm pool vs the same cold client-go Pod
 //	exec         Run("true") over the agent's open session vs a client-go pod exec of true
 //	pool-batch   -batch sandboxes created at once from a ready pool of as many, each until
@@ -51,6 +53,7 @@ import (
 
 	"github.com/docker/docker/client"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -131,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var b [6]byte
 	rand.Read(b[:])
 	bn := &bench{cs: cs, rc: rc, ns: *ns, runID: hex.EncodeToString(b[:]), image: *image, n: *n, batch: *batch,
-		kcfg: opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *ns, PullPolicy: "Never"}}
+		kcfg: opensbx.KubernetesConfig{Kubeconfig: *kubeconfig, Namespace: *ns, PullPolicy: "Never", AgentInitContainer: true}}
 	if *doImport {
 		if err := importImages(ctx, *image); err != nil {
 			return fmt.Errorf("import: %w", err)
@@ -163,10 +166,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		if _, err := opensbx.InstallAgent(dir, "amd64"); err != nil {
-			return err
+		undo, err := bn.agentDaemonSet(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("create-node: %w", err)
 		}
-		mgr, raw, err := bn.createRow(ctx, opensbx.WithKubernetes(opensbx.KubernetesConfig{Kubeconfig: bn.kcfg.Kubeconfig, Namespace: bn.kcfg.Namespace, PullPolicy: "Never", AgentHostDir: dir}))
+		found := bn.kcfg
+		found.AgentInitContainer = false // the default: the Manager finds the DaemonSet
+		mgr, raw, err := bn.createRow(ctx, opensbx.WithKubernetes(found))
+		undo()
 		if err := add("create-node", mgr, raw, err); err != nil {
 			return err
 		}
@@ -458,11 +465,50 @@ func (b *bench) poolBatchRow(ctx context.Context) (mgr, raw []time.Duration, err
 }
 
 // cleanup removes the raw Pods and every sandbox of the run's namespace.
+// agentDaemonSet applies the agent DaemonSet writing into dir and waits
+// until it is ready; undo deletes it. A DaemonSet of that name the
+// namespace holds already is used as it is and kept.
+func (b *bench) agentDaemonSet(ctx context.Context, dir string) (undo func(), err error) {
+	ds, err := opensbx.AgentDaemonSet(opensbx.AgentDaemonSetOptions{Namespace: b.ns, HostDir: dir, Arch: "amd64", PullPolicy: "Never"})
+	if err != nil {
+		return nil, err
+	}
+	ds.Labels["opensbx-bench.run"] = b.runID
+	undo = func() {}
+	switch _, err := b.cs.AppsV1().DaemonSets(b.ns).Create(ctx, ds, metav1.CreateOptions{}); {
+	case apierrors.IsAlreadyExists(err):
+	case err != nil:
+		return nil, err
+	default:
+		undo = func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			b.cs.AppsV1().DaemonSets(b.ns).Delete(dctx, ds.Name, metav1.DeleteOptions{})
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		got, err := b.cs.AppsV1().DaemonSets(b.ns).Get(wctx, ds.Name, metav1.GetOptions{})
+		if err == nil && got.Status.ObservedGeneration >= got.Generation && got.Status.DesiredNumberScheduled > 0 &&
+			got.Status.NumberReady == got.Status.DesiredNumberScheduled && got.Status.UpdatedNumberScheduled == got.Status.DesiredNumberScheduled {
+			return undo, nil
+		}
+		select {
+		case <-wctx.Done():
+			undo()
+			return nil, fmt.Errorf("the agent DaemonSet was not ready: %v", wctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 func (b *bench) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	zero := int64(0)
 	b.cs.CoreV1().Pods(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{LabelSelector: "opensbx-bench.run=" + b.runID})
+	b.cs.AppsV1().DaemonSets(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "opensbx-bench.run=" + b.runID})
 	m, err := b.manager(ctx)
 	if err != nil {
 		return

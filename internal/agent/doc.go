@@ -10,10 +10,13 @@
 //     abstract unix socket (wire.DefaultSocket) that only root inside the
 //     sandbox may use, optionally supervising the sandbox's own main
 //     command. Package server is its implementation.
-//   - The relay, `opensbx-agent connect`, is what the Manager runs as an
-//     exec (User "0", AttachStdin, no TTY): it joins the exec's stdin and
-//     stdout to the daemon's socket. When it cannot, it exits with
-//     ExitNoAgent, ExitRefused or ExitBusy.
+//   - `opensbx-agent connect` is what the Manager runs as an exec (User
+//     "0", AttachStdin, no TTY): it hands the exec's stdin and stdout to the
+//     daemon over its socket (wire.Handoff, SCM_RIGHTS), so that the daemon
+//     reads and writes the engine's stream itself, and waits until the
+//     session ends; where the handoff fails it relays between them and the
+//     socket. When it cannot reach the daemon, it exits with ExitNoAgent,
+//     ExitRefused or ExitBusy.
 //   - The channel is one yamux session over that exec's stream, the Manager
 //     as the yamux client (the engine's stdout framing demultiplexed by the
 //     caller); every call is one stream, framed as package wire describes.

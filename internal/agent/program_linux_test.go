@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 
@@ -326,4 +328,100 @@ func TestServePeerCheck(t *testing.T) {
 		is.Equal(b, wire.HandshakeRefused) // not root
 		conn.Close()
 	}
+}
+
+// TestServeHandoff: a client that sends wire.Handoff with two pipes gets
+// its session served on those pipes, not on the socket; the end of the
+// session (the client closes its side) closes the socket, which is how
+// connect learns it may exit; a handoff without descriptors is refused;
+// and `opensbx-agent connect` hands its stdin and stdout over.
+func TestServeHandoff(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the agent lets only root connect")
+	}
+	is := is.New(t)
+	sock := socketName()
+	l, err := net.Listen("unix", sock)
+	is.NoErr(err)
+	srv := server.New(server.Config{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() {
+		srv.Close()
+		is.True(errors.Is(<-served, server.ErrServerClosed))
+	}()
+	dial := func() *net.UnixConn {
+		c, err := net.Dial("unix", sock)
+		is.NoErr(err)
+		var b [1]byte
+		_, err = io.ReadFull(c, b[:])
+		is.NoErr(err)
+		is.Equal(b[0], wire.HandshakeOK)
+		return c.(*net.UnixConn)
+	}
+
+	ctl := dial()
+	defer ctl.Close()
+	toAgent, agentIn, err := os.Pipe() // the agent reads toAgent
+	is.NoErr(err)
+	fromAgent, agentOut, err := os.Pipe() // the agent writes agentOut
+	is.NoErr(err)
+	_, _, err = ctl.WriteMsgUnix([]byte{wire.Handoff}, syscall.UnixRights(int(toAgent.Fd()), int(agentOut.Fd())), nil)
+	is.NoErr(err)
+	inLink, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", toAgent.Fd()))
+	is.NoErr(err)
+	outLink, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", agentOut.Fd()))
+	is.NoErr(err)
+	toAgent.Close() // the agent holds them now
+	agentOut.Close()
+	c, err := agent.NewClient(testCtx(t), pipeConn{r: fromAgent, w: agentIn})
+	is.NoErr(err)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"echo", "handed over"}})
+	is.Equal(string(r.stdout), "handed over\n")
+	// The command did not inherit the session's pipes.
+	r = run(t, c, agent.ExecRequest{Argv: []string{"ls", "-l", "/proc/self/fd/"}})
+	is.True(strings.Contains(string(r.stdout), "/proc/")) // the listing ran
+	is.True(!strings.Contains(string(r.stdout), inLink))  // not inherited
+	is.True(!strings.Contains(string(r.stdout), outLink))
+	c.Close()
+	ctl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := ctl.Read(make([]byte, 1))
+	is.Equal(n, 0)
+	is.Equal(err, io.EOF) // the session's end closes the socket
+
+	bad := dial()
+	defer bad.Close()
+	_, err = bad.Write([]byte{wire.Handoff}) // no descriptors
+	is.NoErr(err)
+	bad.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = bad.Read(make([]byte, 1))
+	is.Equal(err, io.EOF) // refused: closed
+
+	// The program: connect's stdin and stdout are pipes, handed over.
+	cmd := exec.Command(agentBinary(t), "connect", "-socket", sock)
+	stdin, err := cmd.StdinPipe()
+	is.NoErr(err)
+	stdout, err := cmd.StdoutPipe()
+	is.NoErr(err)
+	is.NoErr(cmd.Start())
+	c, err = agent.NewClient(testCtx(t), pipeConn{r: stdout, w: stdin})
+	is.NoErr(err)
+	r = run(t, c, agent.ExecRequest{Argv: []string{"echo", "through connect"}})
+	is.Equal(string(r.stdout), "through connect\n")
+	// The agent (this process) holds the read end of connect's stdin: the
+	// pipe's both ends are here, where a relay would leave only the
+	// write end.
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", cmd.Process.Pid))
+	is.NoErr(err)
+	fds, err := os.ReadDir("/proc/self/fd")
+	is.NoErr(err)
+	ends := 0
+	for _, fd := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && l == link {
+			ends++
+		}
+	}
+	is.Equal(ends, 2)
+	c.Close()
+	is.NoErr(cmd.Wait()) // connect exits 0 once the session ended
 }

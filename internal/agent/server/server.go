@@ -227,7 +227,13 @@ func (s *Server) accept(conn net.Conn) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		_ = s.ServeConn(conn)
+		sc, err := s.takeOver(conn)
+		if err != nil {
+			s.cfg.Logger.Debug("a connection ended before its session", "err", err)
+			conn.Close()
+			return
+		}
+		_ = s.ServeConn(sc)
 	}()
 }
 

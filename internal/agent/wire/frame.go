@@ -301,6 +301,17 @@ const (
 	HandshakeBusy    byte = '!'
 )
 
+// Handoff is the byte a client of the agent's socket may send first, after
+// HandshakeOK, with two file descriptors attached (SCM_RIGHTS): the read
+// and the write end of its own session (`opensbx-agent connect` passes its
+// stdin and stdout, the engine's exec stream). The agent then serves the
+// session on those descriptors itself, so that no relay copies it, and
+// closes the socket when the session ends; the client keeps the socket
+// open until then. A yamux session never starts with this byte (a frame
+// starts with the protocol version, 0), so a client that speaks on the
+// socket itself simply does.
+const Handoff byte = 'H'
+
 // DefaultSocket is the agent's abstract unix socket (the leading '@'), so
 // that the agent needs no writable file system. Abstract sockets belong to
 // the network namespace: a sandbox sharing the host's network must be

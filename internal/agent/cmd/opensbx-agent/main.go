@@ -23,7 +23,9 @@
 // SIGINT and then exits at once with 128 plus the signal (143, 130), as a
 // process that signal killed.
 //
-// connect relays its stdin to the daemon's socket and the socket to its
+// connect hands its stdin and stdout to the daemon (wire.Handoff), which
+// serves the session on them, and waits until the session ends; where
+// that fails it relays its stdin to the daemon's socket and the socket to its
 // stdout, until either side closes; the Manager runs it as an exec to open
 // its session. It exits with 69 when no agent is running, 77 when the agent
 // refused the connecting user (not root), 75 when the agent is busy.
@@ -312,7 +314,11 @@ func connect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	in, inOK := stdin.(*os.File)
 	out, outOK := stdout.(*os.File)
 	if inOK && outOK {
-		relay(int(in.Fd()), int(out.Fd()), sock)
+		if handOff(sock, int(in.Fd()), int(out.Fd())) == nil {
+			waitEnd(sock) // the agent serves the session on them itself
+		} else {
+			relay(int(in.Fd()), int(out.Fd()), sock)
+		}
 		unix.Close(sock)
 		return 0
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/opensbx/opensbx/internal/agent/wire"
 )
 
 // The relay of connect: one thread that polls its stdin and the agent's
@@ -50,6 +52,31 @@ func readByte(fd int, timeout time.Duration) (byte, error) {
 			return 0, errors.New("closed")
 		}
 		return b[0], nil
+	}
+}
+
+// handOff passes in and out to the agent on sock (wire.Handoff).
+func handOff(sock, in, out int) error {
+	for {
+		err := unix.Sendmsg(sock, []byte{wire.Handoff}, unix.UnixRights(in, out), nil, 0)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// waitEnd blocks until the agent closes sock: the end of the session it
+// took over. Nothing but that end comes on sock.
+func waitEnd(sock int) {
+	var b [64]byte
+	for {
+		n, err := unix.Read(sock, b[:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if n <= 0 || err != nil {
+			return
+		}
 	}
 }
 
