@@ -425,3 +425,50 @@ func TestServeHandoff(t *testing.T) {
 	c.Close()
 	is.NoErr(cmd.Wait()) // connect exits 0 once the session ended
 }
+
+// TestServePendingCounts: a connection that has not begun its session yet
+// (its first byte, a handoff or not, still to come) counts toward
+// MaxSessions, so that idle connections cannot pile up; its end frees the
+// place.
+func TestServePendingCounts(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the agent lets only root connect")
+	}
+	is := is.New(t)
+	sock := socketName()
+	l, err := net.Listen("unix", sock)
+	is.NoErr(err)
+	srv := server.New(server.Config{MaxSessions: 1})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() {
+		srv.Close()
+		is.True(errors.Is(<-served, server.ErrServerClosed))
+	}()
+	handshake := func() (net.Conn, byte) {
+		c, err := net.Dial("unix", sock)
+		is.NoErr(err)
+		var b [1]byte
+		_, err = io.ReadFull(c, b[:])
+		is.NoErr(err)
+		return c, b[0]
+	}
+	idle, b := handshake()
+	is.Equal(b, wire.HandshakeOK)
+	busy, b := handshake()
+	is.Equal(b, wire.HandshakeBusy) // the idle one holds the only place
+	busy.Close()
+	idle.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, b := handshake()
+		c.Close()
+		if b == wire.HandshakeOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the closed connection's place was not freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -127,6 +127,7 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	sessions  map[*yamux.Session]struct{}
+	pending   int // connections accepted whose session has not started (takeOver)
 }
 
 // New returns a Server with cfg (see Config for the defaults).
@@ -210,16 +211,23 @@ func (s *Server) accept(conn net.Conn) {
 		return
 	}
 	s.mu.Lock()
-	if s.closed || len(s.sessions) >= s.cfg.MaxSessions {
+	if s.closed || len(s.sessions)+s.pending >= s.cfg.MaxSessions {
 		s.mu.Unlock()
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		conn.Write([]byte{wire.HandshakeBusy})
 		conn.Close()
 		return
 	}
+	s.pending++ // until its session counts
 	s.mu.Unlock()
+	started := func() {
+		s.mu.Lock()
+		s.pending--
+		s.mu.Unlock()
+	}
 	conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Write([]byte{wire.HandshakeOK}); err != nil {
+		started()
 		conn.Close()
 		return
 	}
@@ -229,11 +237,12 @@ func (s *Server) accept(conn net.Conn) {
 		defer s.wg.Done()
 		sc, err := s.takeOver(conn)
 		if err != nil {
+			started()
 			s.cfg.Logger.Debug("a connection ended before its session", "err", err)
 			conn.Close()
 			return
 		}
-		_ = s.ServeConn(sc)
+		_ = s.serveConn(sc, started) // counted among the sessions before it stops being pending
 	}()
 }
 
@@ -283,7 +292,16 @@ func (y yamuxLogger) Println(v ...any)               { y.l.Debug(fmt.Sprint(v...
 
 // ServeConn serves one session on conn (the agent as the yamux server)
 // until conn fails, the client ends the session or Close. It closes conn.
-func (s *Server) ServeConn(conn io.ReadWriteCloser) error {
+func (s *Server) ServeConn(conn io.ReadWriteCloser) error { return s.serveConn(conn, nil) }
+
+// serveConn is ServeConn; registered, when set, runs once the session
+// counts among the sessions (or has failed to start).
+func (s *Server) serveConn(conn io.ReadWriteCloser, registered func()) error {
+	if f := registered; f != nil {
+		var once sync.Once
+		registered = func() { once.Do(f) }
+		defer registered()
+	}
 	bc := batchedConn{conn, wire.NewBatcher(conn, wire.BatchOptions{})}
 	sess, err := yamux.Server(bc, s.yamuxConfig())
 	if err != nil {
@@ -298,6 +316,9 @@ func (s *Server) ServeConn(conn io.ReadWriteCloser) error {
 	}
 	s.sessions[sess] = struct{}{}
 	s.mu.Unlock()
+	if registered != nil {
+		registered()
+	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	var streams sync.WaitGroup
 	defer func() {
