@@ -196,6 +196,7 @@ func TestParseConfigBackend(t *testing.T) {
 		{"kubernetes", map[string]string{"BACKEND": "kubernetes", "KUBECONFIG": "/k", "K8S_NAMESPACE": "sbx", "K8S_PULL_POLICY": "Never"}, true, true},
 		{"unknown", map[string]string{"BACKEND": "nomad"}, false, false},
 		{"both", map[string]string{"BACKEND": "kubernetes", "DOCKER_HOST": "tcp://x:1"}, false, false},
+		{"agent init not a bool", map[string]string{"BACKEND": "kubernetes", "K8S_AGENT_INIT": "maybe"}, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,6 +211,24 @@ func TestParseConfigBackend(t *testing.T) {
 				t.Fatalf("kube = %+v", c.kube)
 			}
 		})
+	}
+}
+
+// TestParseConfigAgentInit: K8S_AGENT_INIT reaches the Kubernetes
+// configuration; without it the Manager looks for the agent DaemonSet.
+func TestParseConfigAgentInit(t *testing.T) {
+	for _, v := range []string{"", "true", "false"} {
+		env := map[string]string{"BACKEND": "kubernetes"}
+		if v != "" {
+			env["K8S_AGENT_INIT"] = v
+		}
+		c, err := parseConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", v, err)
+		}
+		if c.kube.AgentInitContainer != (v == "true") {
+			t.Fatalf("K8S_AGENT_INIT=%q: AgentInitContainer %v", v, c.kube.AgentInitContainer)
+		}
 	}
 }
 

@@ -67,6 +67,41 @@ func removeBuilt() {
 	}
 }
 
+// serveSocket serves a Server of cfg on a fresh abstract socket until the
+// test ends, and returns the socket's name.
+func serveSocket(t *testing.T, cfg server.Config) string {
+	t.Helper()
+	sock := socketName()
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New(cfg)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; !errors.Is(err, server.ErrServerClosed) {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return sock
+}
+
+// dialSocket connects to the agent socket sock and reads its handshake byte.
+func dialSocket(t *testing.T, sock string) (net.Conn, byte) {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return c, b[0]
+}
+
 func socketName() string {
 	b := make([]byte, 6)
 	rand.Read(b)
@@ -288,25 +323,9 @@ func TestProgramMainCommand(t *testing.T) {
 // user ('-') and a session beyond MaxSessions ('!').
 func TestServePeerCheck(t *testing.T) {
 	is := is.New(t)
-	sock := socketName()
-	l, err := net.Listen("unix", sock)
-	is.NoErr(err)
-	srv := server.New(server.Config{MaxSessions: 1})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	defer func() {
-		srv.Close()
-		is.True(errors.Is(<-served, server.ErrServerClosed))
-	}()
+	sock := serveSocket(t, server.Config{MaxSessions: 1})
 
-	handshake := func() (net.Conn, byte) {
-		c, err := net.Dial("unix", sock)
-		is.NoErr(err)
-		var b [1]byte
-		_, err = io.ReadFull(c, b[:])
-		is.NoErr(err)
-		return c, b[0]
-	}
+	handshake := func() (net.Conn, byte) { return dialSocket(t, sock) }
 	if os.Getuid() == 0 {
 		conn, b := handshake()
 		is.Equal(b, wire.HandshakeOK) // root
@@ -340,23 +359,10 @@ func TestServeHandoff(t *testing.T) {
 		t.Skip("the agent lets only root connect")
 	}
 	is := is.New(t)
-	sock := socketName()
-	l, err := net.Listen("unix", sock)
-	is.NoErr(err)
-	srv := server.New(server.Config{})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	defer func() {
-		srv.Close()
-		is.True(errors.Is(<-served, server.ErrServerClosed))
-	}()
+	sock := serveSocket(t, server.Config{})
 	dial := func() *net.UnixConn {
-		c, err := net.Dial("unix", sock)
-		is.NoErr(err)
-		var b [1]byte
-		_, err = io.ReadFull(c, b[:])
-		is.NoErr(err)
-		is.Equal(b[0], wire.HandshakeOK)
+		c, b := dialSocket(t, sock)
+		is.Equal(b, wire.HandshakeOK)
 		return c.(*net.UnixConn)
 	}
 
@@ -435,24 +441,8 @@ func TestServePendingCounts(t *testing.T) {
 		t.Skip("the agent lets only root connect")
 	}
 	is := is.New(t)
-	sock := socketName()
-	l, err := net.Listen("unix", sock)
-	is.NoErr(err)
-	srv := server.New(server.Config{MaxSessions: 1})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	defer func() {
-		srv.Close()
-		is.True(errors.Is(<-served, server.ErrServerClosed))
-	}()
-	handshake := func() (net.Conn, byte) {
-		c, err := net.Dial("unix", sock)
-		is.NoErr(err)
-		var b [1]byte
-		_, err = io.ReadFull(c, b[:])
-		is.NoErr(err)
-		return c, b[0]
-	}
+	sock := serveSocket(t, server.Config{MaxSessions: 1})
+	handshake := func() (net.Conn, byte) { return dialSocket(t, sock) }
 	idle, b := handshake()
 	is.Equal(b, wire.HandshakeOK)
 	busy, b := handshake()
