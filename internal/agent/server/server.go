@@ -269,6 +269,18 @@ func peerOf(conn net.Conn) (Peer, error) {
 	return Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}, nil
 }
 
+// ackHold is how long the agent's acceptance of a stream (yamux's ACK, the
+// only control frame this side opens with) waits for the stream's answer
+// before it goes out alone. The client needs no ACK before the answer (it
+// writes its request at once and yamux sends no ACK-gated data), and an
+// ACK sent alone is a message of its own through the engine: on
+// Kubernetes through the shim, containerd, the kubelet and the API server,
+// costing them CPU while the command the request started is being spawned.
+// Held, it rides with the answer: an exec whose answer waits for the
+// command's end (ExecRequest.StartHold) waits at most wire.MaxStartHold,
+// and any frame the session writes meanwhile takes the ACK along.
+const ackHold = wire.MaxStartHold + 50*time.Millisecond
+
 // yamuxConfig is the agent side's session configuration: no keepalive (the
 // connection is a local pipe through the engine; its end is seen directly),
 // and generous write timeouts.
@@ -302,7 +314,7 @@ func (s *Server) serveConn(conn io.ReadWriteCloser, registered func()) error {
 		registered = func() { once.Do(f) }
 		defer registered()
 	}
-	bc := batchedConn{conn, wire.NewBatcher(conn, wire.BatchOptions{})}
+	bc := batchedConn{conn, wire.NewBatcher(conn, wire.BatchOptions{Hold: ackHold})}
 	sess, err := yamux.Server(bc, s.yamuxConfig())
 	if err != nil {
 		bc.Close()
