@@ -80,7 +80,16 @@ func FuzzParseReference(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if strings.Contains(ref, "..") || strings.ContainsAny(ref, " \x00?#%") {
+		// The reference goes into Engine API paths (/images/{ref}/json):
+		// no segment of it may be a dot segment, and nothing may end the
+		// path or escape into it. A tag may hold ".." ("x:1..2" is a valid
+		// tag): inside a segment it is no dot segment.
+		for _, seg := range strings.Split(ref, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				t.Fatalf("ParseReference(%q) = %q: segment %q", s, ref, seg)
+			}
+		}
+		if strings.ContainsAny(ref, " \x00?#%\\") {
 			t.Fatalf("ParseReference(%q) = %q", s, ref)
 		}
 		if again, err := ParseReference(ref); err != nil || again != ref {

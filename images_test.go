@@ -50,6 +50,7 @@ func TestParseReference(t *testing.T) {
 		{"busybox@" + digest, "busybox@" + digest},
 		{"127.0.0.1:5000/ns/img@" + digest, "127.0.0.1:5000/ns/img@" + digest},
 		{"busybox:1@" + digest, "busybox:1@" + digest},
+		{"busybox:1..2", "busybox:1..2"}, // a valid tag; no dot segment of a path
 	}
 	for _, tc := range valid {
 		got, err := ParseReference(tc.in)
@@ -101,6 +102,10 @@ func malformedImageRefs() []string {
 		"127.0.0.1:5000/ns/img:-bad",
 		"img:tag:tag",
 		"ns/img..x",
+		"../x",
+		"a/../b",
+		"a/./b",
+		"a/b/..",
 		strings.Repeat("a/", 130) + "b",
 	}
 }
