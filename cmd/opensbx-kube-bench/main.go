@@ -473,7 +473,6 @@ func (b *bench) poolBatchRow(ctx context.Context) (mgr, raw []time.Duration, err
 	return mgr, raw, errors.Join(errs...)
 }
 
-// cleanup removes the raw Pods and every sandbox of the run's namespace.
 // agentDaemonSet applies the agent DaemonSet writing into dir and waits
 // until it is ready; undo deletes it. A DaemonSet of that name the
 // namespace holds already is used as it is and kept.
@@ -512,6 +511,7 @@ func (b *bench) agentDaemonSet(ctx context.Context, dir string) (undo func(), er
 	}
 }
 
+// cleanup removes the raw Pods and every sandbox of the run's namespace.
 func (b *bench) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -45,23 +45,14 @@ func (c *recordingConn) recorded() [][]byte {
 // (wire.BatchHold), so an ACK held only that long would go alone.
 func TestServeAckRidesWithAnswer(t *testing.T) {
 	is := is.New(t)
-	a, b := socketpair(t)
-	rec := &recordingConn{Conn: b}
-	srv := server.New(server.Config{})
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.ServeConn(rec)
-	}()
+	var rec *recordingConn
+	e := newEnvConn(t, server.Config{}, func(c net.Conn) net.Conn {
+		rec = &recordingConn{Conn: c}
+		return rec
+	})
+	c := e.c
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := agent.NewClient(ctx, a)
-	is.NoErr(err)
-	t.Cleanup(func() {
-		c.Close()
-		srv.Close()
-		<-served
-	})
 	before := len(rec.recorded())
 	end, err := c.ExecFollow(ctx, agent.ExecRequest{ID: "held", Argv: []string{"sleep", "0.05"}, StartHold: 90 * time.Millisecond}, nil, func(outbuf.Chunk) error { return nil })
 	is.NoErr(err)

@@ -126,10 +126,20 @@ type env struct {
 // closed when the test ends.
 func newEnv(t testing.TB, cfg server.Config) *env {
 	t.Helper()
+	return newEnvConn(t, cfg, nil)
+}
+
+// newEnvConn is newEnv with the server's end of the connection passed
+// through wrap first (nil: as it is).
+func newEnvConn(t testing.TB, cfg server.Config, wrap func(net.Conn) net.Conn) *env {
+	t.Helper()
 	// Made first, so that it is removed last: after the server (and any
 	// write it is finishing) is done.
 	dir := t.TempDir()
 	a, b := socketpair(t)
+	if wrap != nil {
+		b = wrap(b)
+	}
 	srv := server.New(cfg)
 	served := make(chan struct{})
 	go func() {
