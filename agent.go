@@ -169,6 +169,7 @@ func (m *Manager) agentServe(user string, main []string) []string {
 		"-output-limit", strconv.Itoa(m.cfg.outputLimit),
 		"-max-output-limit", strconv.Itoa(max(m.cfg.outputLimit, 1<<20)),
 		"-max-finished", strconv.Itoa(max(m.cfg.commandHistory+16, 64)),
+		"-nofile", strconv.FormatInt(m.cfg.nofile, 10), // a Pod has no ulimits of its own
 	}
 	if user != "" {
 		argv = append(argv, "-user", user, "-main-user", user)

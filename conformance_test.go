@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"slices"
 	"strings"
@@ -113,6 +114,8 @@ func runConformance(t *testing.T, newBackend func(*testing.T) backend) {
 		{"Stdin", confStdin},
 		{"Files", confFiles},
 		{"StopStart", confStopStart},
+		{"Limits", confLimits},
+		{"ExpiryStops", confExpiryStops},
 		{"TTLAcrossRestart", confTTLAcrossRestart},
 		{"CommandsSurviveRestart", confCommandsSurviveRestart},
 		{"Pool", confPool},
@@ -357,6 +360,45 @@ func confCommandsSurviveRestart(t *testing.T, b backend) {
 // (readable while stopped), refuses commands until Start, and another
 // Manager sees it stopped; Start and Restart run it again. On Kubernetes
 // the Pod runs on and its agent does the stopping.
+// confLimits: a sandbox's processes get the open-file limit, and a fork
+// bomb stops at the process bound (DefaultPidsLimit: Docker's pids limit, a
+// Pod's the kubelet's podPidsLimit) inside its own sandbox.
+func confLimits(t *testing.T, b backend) {
+	is := is.New(t)
+	ctx := context.Background()
+	m := b.manager(t)
+	sb := createConf(t, m)
+	res, err := m.Run(ctx, sb.ID, ExecOptions{Command: "sh", Args: []string{"-c", "ulimit -Sn; ulimit -Hn"}})
+	is.NoErr(err)
+	is.Equal(string(res.Stdout), fmt.Sprintf("%d\n%d\n", DefaultNofile, DefaultNofile))
+	// More sleeps than the bound allows: the shell cannot fork them all.
+	bomb := fmt.Sprintf("i=0; while [ $i -lt %d ]; do sleep 600 >/dev/null 2>&1 & i=$((i+1)); done; echo all started", DefaultPidsLimit+64)
+	res, err = m.Run(ctx, sb.ID, ExecOptions{Command: "sh", Args: []string{"-c", bomb}})
+	is.True(err != nil)                                           // the shell failed...
+	is.True(!strings.Contains(string(res.Stdout), "all started")) // ...before the last fork
+	is.True(strings.Contains(string(res.Stderr), "fork"))         // for want of processes
+	is.NoErr(m.Delete(ctx, sb.ID))                                // and the sandbox goes with them all
+}
+
+// confExpiryStops: without WithDeleteOnExpiry an expired sandbox is
+// stopped, keeps its files and starts again.
+func confExpiryStops(t *testing.T, b backend) {
+	is := is.New(t)
+	ctx := context.Background()
+	m := b.manager(t)
+	sb := createConf(t, m, func(o *CreateOptions) { o.TTL = 3 * time.Second })
+	is.NoErr(m.WriteFile(ctx, sb.ID, "/tmp/kept", []byte("before the expiry"), 0))
+	waitFor(t, 60*time.Second, "the expired sandbox to stop", func() bool {
+		got, err := m.Get(ctx, sb.ID)
+		return err == nil && got.State == StateStopped
+	})
+	_, err := m.Start(ctx, sb.ID)
+	is.NoErr(err)
+	res, err := m.Run(ctx, sb.ID, ExecOptions{Command: "cat", Args: []string{"/tmp/kept"}})
+	is.NoErr(err)
+	is.Equal(string(res.Stdout), "before the expiry")
+}
+
 func confStopStart(t *testing.T, b backend) {
 	is := is.New(t)
 	ctx := context.Background()

@@ -28,15 +28,19 @@ import (
 //
 // A sandbox is one Pod in Namespace, labelled and annotated like the Docker
 // backend's containers, running the agent as its keep-alive; the agent is
-// installed from AgentImage by an init container, and its channel rides the
-// pod exec stream. Commands, output, stdin, kill, files, TTLs and renewals
-// work as on Docker. What a cluster cannot do fails with ErrUnsupported:
-// pausing, resuming, stopping, starting and restarting a sandbox (a Pod runs
-// once; an expired sandbox is deleted), the image API (the nodes pull for
-// themselves), egress allow-lists and engine networks (isolation on a
-// cluster is its NetworkPolicy's), KeepImageCommand and the image's own
-// USER (the cluster does not tell image configurations), WithAgent(false),
-// and the files of a sandbox that is not running.
+// mounted from the nodes (AgentHostDir, or the agent DaemonSet the Manager
+// finds) or installed from AgentImage by an init container, and its channel
+// rides the pod exec stream. Commands, output, stdin, kill, files, TTLs,
+// renewals, stop, start and restart (the agent halts and resumes the
+// sandbox's processes: a Pod runs once) work as on Docker; an expired
+// sandbox is stopped, or deleted with WithDeleteOnExpiry. CPU and memory are
+// the Pod's limits, WithNofile the agent's, and the process bound is the
+// node's (the kubelet's podPidsLimit). What a cluster cannot do fails with
+// ErrUnsupported: pausing and resuming a sandbox, the image API (the nodes
+// pull for themselves), engine networks and volumes (isolation on a
+// cluster is its NetworkPolicy's), KeepImageCommand and user names (the cluster does not tell image configurations: give a numeric
+// uid), WithPidsLimit, WithAgent(false), and the files of a sandbox that is
+// not running.
 type KubernetesConfig struct {
 	// Kubeconfig is the path of a kubeconfig file. Empty: $KUBECONFIG, and
 	// without it the in-cluster configuration of a Manager running in a Pod.
@@ -234,13 +238,14 @@ func (m *Manager) portsVia() string {
 func (m *Manager) onKubernetes() bool { return m.info.Backend == engine.BackendKubernetes }
 
 // kubeSetup checks and adjusts a Manager on Kubernetes (New): the agent is
-// required, and an expired sandbox is deleted, since a Pod cannot stop and
-// start again.
+// required, and a Pod's process limit is its node's.
 func (m *Manager) kubeSetup() error {
 	if !m.cfg.agent {
 		return sbxerr.New(ErrUnsupported, "WithAgent(false) on Kubernetes: sandboxes there are served by their agent")
 	}
-	m.cfg.deleteOnExpiry = true
+	if m.cfg.pidsLimitSet {
+		return sbxerr.New(ErrUnsupported, "WithPidsLimit on Kubernetes: a Pod's process limit is its node's (the kubelet's podPidsLimit)")
+	}
 	if k := m.cfg.kube; k != nil && k.Ports == "" {
 		k.Ports = NetworkViaAgent
 		if k.Kubeconfig == "" && os.Getenv("KUBECONFIG") == "" {

@@ -65,6 +65,7 @@ type config struct {
 	poolMax        int
 	runtime        string
 	pidsLimit      int64
+	pidsLimitSet   bool // by WithPidsLimit: a Pod cannot take it
 	nofile         int64
 	diskQuota      int64
 	maxSandboxes   int
@@ -378,13 +379,14 @@ func WithRuntime(name string) Option {
 var runtimeRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 // WithPidsLimit bounds the processes and threads of each sandbox (default
-// DefaultPidsLimit).
+// DefaultPidsLimit). On Kubernetes the bound is the nodes' (the kubelet's
+// podPidsLimit), and WithPidsLimit is ErrUnsupported.
 func WithPidsLimit(n int64) Option {
 	return func(cfg *config) error {
 		if n < 16 || n > 1<<22 {
 			return sbxerr.Invalid("pids limit %d: want 16 to 4194304", n)
 		}
-		cfg.pidsLimit = n
+		cfg.pidsLimit, cfg.pidsLimitSet = n, true
 		return nil
 	}
 }

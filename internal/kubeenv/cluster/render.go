@@ -133,6 +133,10 @@ func CNIConfList(l Layout) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+// PodPidsLimit is the kubelet's bound on the processes and threads of one
+// Pod: opensbx.DefaultPidsLimit, the bound of a Docker sandbox.
+const PodPidsLimit = 1024
+
 // KubeletConfig renders the kubelet's KubeletConfiguration (JSON, which the
 // kubelet reads like YAML).
 func KubeletConfig(l Layout) ([]byte, error) {
@@ -162,6 +166,10 @@ func KubeletConfig(l Layout) ([]byte, error) {
 		"clusterDomain":            "cluster.local",
 		"registerNode":             true,
 		"maxPods":                  110,
+		// A Pod's process bound is the node's: as many as a Docker
+		// sandbox may have (opensbx.DefaultPidsLimit), so that a fork
+		// bomb stays inside its sandbox here too.
+		"podPidsLimit": PodPidsLimit,
 		// A shared build machine's disk must not evict test pods or
 		// collect the locally imported images.
 		"evictionHard": map[string]string{

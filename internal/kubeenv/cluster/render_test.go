@@ -133,6 +133,7 @@ func TestKubeletConfig(t *testing.T) {
 		{"cgroupDriver", "cgroupfs"},
 		{"failCgroupV1", false},
 		{"failSwapOn", false},
+		{"podPidsLimit", float64(PodPidsLimit)},
 		{"resolvConf", ""},
 		{"containerRuntimeEndpoint", "unix:///run/test-kube/containerd.sock"},
 		{"tlsCertFile", l.StateDir + "/pki/kubelet-server.crt"},

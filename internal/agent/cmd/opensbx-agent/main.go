@@ -211,9 +211,20 @@ func serve(args []string, stderr io.Writer) int {
 	maxFinished := fs.Int("max-finished", 256, "most finished commands kept")
 	maxFinishedOutput := fs.Int64("max-finished-output", 256<<20, "most output bytes kept by finished commands together")
 	maxSessions := fs.Int("max-sessions", 16, "most sessions (Manager connections) served at once")
+	nofile := fs.Uint64("nofile", 0, "open-file limit (soft and hard) of the agent and every process it starts; 0: the inherited one")
 	verbose := fs.Bool("v", false, "log debug messages to stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *nofile > 0 {
+		// Where the engine sets no such limit (a Pod has none), the agent
+		// sets it before anything starts, and every process inherits it.
+		// syscall's Setrlimit, not x/sys's: it also stops the runtime from
+		// giving children the limit the agent started with.
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: *nofile, Max: *nofile}); err != nil {
+			fmt.Fprintf(stderr, "opensbx-agent serve: open-file limit %d: %v\n", *nofile, err)
+			return 1
+		}
 	}
 	// The agent's live heap is small; a lower GC target keeps its
 	// resident memory small too (Go's minimum heap scales with it).
