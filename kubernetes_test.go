@@ -25,6 +25,7 @@ import (
 	"github.com/opensbx/opensbx/internal/agent/bin"
 	"github.com/opensbx/opensbx/internal/engine/kube"
 	"github.com/opensbx/opensbx/internal/kubeenv"
+	"github.com/opensbx/opensbx/internal/kubeenv/cluster"
 	"github.com/opensbx/opensbx/internal/testenv"
 )
 
@@ -91,6 +92,16 @@ func TestKubernetesUnsupported(t *testing.T) {
 
 	_, err = New(ctx, append([]Option{WithAgent(false)}, b.opts...)...)
 	is.True(errors.Is(err, ErrUnsupported)) // sandboxes on a cluster need the agent
+	_, err = New(ctx, append([]Option{WithPidsLimit(64)}, b.opts...)...)
+	is.True(errors.Is(err, ErrUnsupported)) // a Pod's process bound is its node's
+}
+
+// TestKubernetesNodeBoundsPods: the test cluster's kubelet bounds a Pod's
+// processes as a Docker sandbox's are, which confLimits relies on.
+func TestKubernetesNodeBoundsPods(t *testing.T) {
+	if cluster.PodPidsLimit != DefaultPidsLimit {
+		t.Fatalf("the test cluster's podPidsLimit is %d, a Docker sandbox's bound %d", cluster.PodPidsLimit, DefaultPidsLimit)
+	}
 }
 
 // TestKubernetesMissingImage: an image the node does not have (and may not
@@ -151,6 +162,34 @@ func TestKubernetesStats(t *testing.T) {
 	is.NoErr(err)
 	is.True(st.MemoryUsage > 0)
 	is.Equal(st.MemoryLimit, uint64(300<<20)) // the Pod's limit
+
+	// The stream: the agent's samples, a second apart, until the caller
+	// stops (nil) or the sandbox stops (ErrConflict).
+	var got []Stats
+	sctx, cancel := context.WithCancel(ctx)
+	err = m.StatsStream(sctx, sb.ID, func(s Stats) error {
+		got = append(got, s)
+		if len(got) == 2 {
+			cancel()
+		}
+		return nil
+	})
+	cancel()
+	is.NoErr(err)
+	is.Equal(len(got), 2)
+	is.True(got[1].Time.Sub(got[0].Time) > 500*time.Millisecond)
+	is.Equal(got[1].MemoryLimit, uint64(300<<20))
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.StatsStream(ctx, sb.ID, func(Stats) error { return nil }) }()
+	time.Sleep(1500 * time.Millisecond)
+	_, err = m.Stop(ctx, sb.ID)
+	is.NoErr(err)
+	select {
+	case err := <-stopped:
+		is.True(errors.Is(err, ErrConflict)) // the sandbox stopped
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream did not end when the sandbox stopped")
+	}
 }
 
 // TestKubernetesAgentFromNode: with AgentHostDir the agent is mounted from

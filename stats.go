@@ -195,6 +195,9 @@ func (m *Manager) StatsStream(ctx context.Context, id string, fn func(Stats) err
 	if err != nil {
 		return err
 	}
+	if m.onKubernetes() && m.usesAgent(c) {
+		return m.agentStatsStream(ctx, outer, c.ID, fn)
+	}
 	var fnErr error
 	err = m.engine.Stats(ctx, c.ID, true, func(s engine.StatsSample) error {
 		if s.Read.IsZero() {
@@ -216,6 +219,54 @@ func (m *Manager) StatsStream(ctx context.Context, id string, fn func(Stats) err
 	}
 	return fmt.Errorf("stats: %w", m.raced(ctx, c.ID, err))
 }
+
+// agentStatsStream is StatsStream where the engine has no stats stream (a
+// cluster): the agent samples the sandbox's cgroup once a second, and each
+// sample's CPU share is over the second before it. The sandbox's state is
+// read at every tick, since a stopped Pod's agent still answers.
+func (m *Manager) agentStatsStream(ctx, outer context.Context, id string, fn func(Stats) error) error {
+	end := func(err error) error {
+		switch {
+		case outer.Err() != nil:
+			return nil
+		case m.ctx.Err() != nil:
+			return ErrClosed
+		}
+		return err
+	}
+	base, err := m.agentSample(ctx, id)
+	if err != nil {
+		return end(err)
+	}
+	tick := time.NewTicker(statsStreamEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return end(ctx.Err())
+		case <-tick.C:
+		}
+		c, err := m.engine.Inspect(ctx, id)
+		switch {
+		case err != nil:
+			return end(fmt.Errorf("stats: %w", m.raced(ctx, id, err)))
+		case stateOf(c.State) != StateRunning:
+			return end(fmt.Errorf("stats: %w", sbxerr.Conflict("sandbox %s stopped", shortID(id))))
+		}
+		s, err := m.agentSample(ctx, id)
+		if err != nil {
+			return end(err)
+		}
+		s.PreCPUTotal, s.PreSystemTotal = base.CPUTotal, base.SystemTotal
+		if err := fn(statsFrom(s)); err != nil {
+			return err
+		}
+		base = s
+	}
+}
+
+// statsStreamEvery is the period of a stream's samples, as the engine's.
+const statsStreamEvery = time.Second
 
 // statsFrom computes a sample the way the docker CLI does.
 func statsFrom(s engine.StatsSample) Stats {
