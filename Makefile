@@ -22,12 +22,17 @@ images: engine
 # sandboxes' agent (the default) and through the engine alone.
 ENGINE_PATH_TESTS = 'Test(Exec|Run|Command|Kill|Follow|Stdin|Output|Concurrent|Files?|Read|Write|List|Delete|Upload|Download|Stat|Open)'
 
+# Every stage runs even when one before it failed, so that one run shows
+# every failure (a Docker failure does not hide the Kubernetes result); the
+# target fails if any did.
 test: images agent-check
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
-	OPENSBX_TEST_NO_AGENT=1 $(GO) test -count=1 -timeout 10m -run $(ENGINE_PATH_TESTS) .
-	$(MAKE) kube-test
-	$(MAKE) fuzz-smoke
+	@status=0; \
+	$(GO) test -count=1 -timeout 20m ./... || { status=1; echo "make test: the Docker suite FAILED" >&2; }; \
+	OPENSBX_TEST_NO_AGENT=1 $(GO) test -count=1 -timeout 10m -run $(ENGINE_PATH_TESTS) . || { status=1; echo "make test: the engine-path suite FAILED" >&2; }; \
+	$(MAKE) kube-test || { status=1; echo "make test: the Kubernetes suite FAILED" >&2; }; \
+	$(MAKE) fuzz-smoke || { status=1; echo "make test: the fuzz smoke FAILED" >&2; }; \
+	exit $$status
 
 # The Kubernetes backend's tests against a real throw-away single-node
 # cluster (docs/kubernetes-cluster.md): built (cached in /var/cache/opensbx),

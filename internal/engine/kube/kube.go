@@ -34,6 +34,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -183,9 +184,15 @@ func (k *Kube) Ping(ctx context.Context) error {
 
 // Info describes the cluster: its version and its nodes' architecture.
 func (k *Kube) Info(ctx context.Context) (engine.Info, error) {
-	v, err := k.cs.Discovery().ServerVersion()
+	// Discovery's ServerVersion takes no context: the same request, bounded
+	// by ctx.
+	raw, err := k.cs.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
 	if err != nil {
 		return engine.Info{}, classify(err)
+	}
+	var v version.Info
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return engine.Info{}, sbxerr.Wrap(sbxerr.ErrUnavailable, fmt.Errorf("the API server's version: %w", err))
 	}
 	out := engine.Info{Backend: engine.BackendKubernetes, OS: "linux", Version: v.GitVersion, Arch: "amd64"}
 	nodes, err := k.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1})
@@ -502,7 +509,9 @@ func startedOrFailed(p *corev1.Pod) (bool, error) {
 // and List report the container exited (ContainerState.Halted) and Start
 // runs it again, from any Manager. The file system stays, as a stopped
 // Docker container's does, and the agent still serves it. Stopping a
-// halted sandbox ends what runs again.
+// halted sandbox ends what runs again, so a Stop that halted the sandbox but
+// failed to write the annotation (the API server away) is completed by the
+// caller's next Stop.
 func (k *Kube) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	p, agent, err := k.agentPod(ctx, id)
 	if err != nil {

@@ -197,3 +197,17 @@ func TestOverlay(t *testing.T) {
 	k.overlay(&old)
 	is.Equal(old.State.Status, "created") // too old to stand in
 }
+
+// TestKubeEngineInfo: Info reads the cluster's version within ctx.
+func TestKubeEngineInfo(t *testing.T) {
+	is := is.New(t)
+	k := testCluster(t)
+	info, err := k.Info(context.Background())
+	is.NoErr(err)
+	is.Equal(info.Backend, engine.BackendKubernetes)
+	is.True(strings.HasPrefix(info.Version, "v1.")) // the API server's git version
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = k.Info(ctx)
+	is.True(err != nil) // an ended ctx ends the version request
+}
