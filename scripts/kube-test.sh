@@ -42,7 +42,7 @@ if ! kc=$(kubecluster up); then
 fi
 echo "kube-test: cluster up after $(( $(date +%s) - start ))s"
 status=0
-OPENSBX_KUBECONFIG=$kc "$GO" test -count=1 -timeout 10m -run "$tests" -v . ./httpapi/ ./internal/engine/kube/ ./sandboxtest/ >"$log" 2>&1 || status=$?
+OPENSBX_KUBECONFIG=$kc "$GO" test -count=1 -timeout 10m -run "$tests" -v . ./httpapi/ ./internal/engine/kube/ ./sandboxtest/ ./cmd/opensbx/ >"$log" 2>&1 || status=$?
 grep -E '^\s*(--- |ok|FAIL|PASS|panic)|_test.go' "$log"
 if [ "$status" != 0 ]; then
 	echo "kube-test: FAILED (full output: $log)" >&2
