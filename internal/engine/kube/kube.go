@@ -764,7 +764,7 @@ func (k *Kube) Stats(ctx context.Context, id string, stream bool, fn func(engine
 }
 
 // Events watches the pods of containers carrying labels and reports what
-// the Docker engine would: create, start, die and destroy.
+// the Docker engine would: create, start, die, rename and destroy.
 func (k *Kube) Events(ctx context.Context, labels map[string]string) (<-chan engine.Event, <-chan error) {
 	evs := make(chan engine.Event, 64)
 	errc := make(chan error, 1)
@@ -776,7 +776,8 @@ func (k *Kube) Events(ctx context.Context, labels map[string]string) (<-chan eng
 			return
 		}
 		defer w.Stop()
-		last := map[string]string{} // pod name: status seen
+		last := map[string]string{}  // pod name: status seen
+		names := map[string]string{} // pod name: sandbox name seen
 		send := func(c engine.Container, action string) bool {
 			select {
 			case evs <- engine.Event{ContainerID: c.ID, Action: action, Name: c.Name, Labels: c.Labels, Time: time.Now()}:
@@ -820,8 +821,13 @@ func (k *Kube) Events(ctx context.Context, labels map[string]string) (<-chan eng
 					}
 					actions = append(actions, "destroy")
 					delete(last, p.Name)
+					delete(names, p.Name)
 				}
 				if ev.Type != watch.Deleted {
+					if name, ok := names[p.Name]; ok && name != c.Name {
+						actions = append(actions, "rename") // a pool's sandbox adopted
+					}
+					names[p.Name] = c.Name
 					cur := c.State.Status
 					switch {
 					case cur == "running" && prev != "running":

@@ -126,7 +126,7 @@ func TestKubeEngineListRenameEvents(t *testing.T) {
 	_, err = k.Inspect(ctx, id)
 	is.True(errors.Is(err, sbxerr.ErrNotFound)) // gone when Remove returns
 	seen := map[string]bool{}
-	for !(seen["create"] && seen["start"] && seen["destroy"]) {
+	for !(seen["create"] && seen["start"] && seen["rename"] && seen["destroy"]) {
 		select {
 		case ev := <-evs:
 			if ev.ContainerID == id {
