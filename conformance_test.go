@@ -356,10 +356,6 @@ func confCommandsSurviveRestart(t *testing.T, b backend) {
 	is.Equal(string(out.Stdout), "before\nafter\n") // no output lost
 }
 
-// confStopStart: Stop ends the sandbox's processes and keeps its files
-// (readable while stopped), refuses commands until Start, and another
-// Manager sees it stopped; Start and Restart run it again. On Kubernetes
-// the Pod runs on and its agent does the stopping.
 // confLimits: a sandbox's processes get the open-file limit, and a fork
 // bomb stops at the process bound (DefaultPidsLimit: Docker's pids limit, a
 // Pod's the kubelet's podPidsLimit) inside its own sandbox.
@@ -399,6 +395,10 @@ func confExpiryStops(t *testing.T, b backend) {
 	is.Equal(string(res.Stdout), "before the expiry")
 }
 
+// confStopStart: Stop ends the sandbox's processes and keeps its files
+// (readable while stopped), refuses commands until Start, and another
+// Manager sees it stopped; Start and Restart run it again. On Kubernetes
+// the Pod runs on and its agent does the stopping.
 func confStopStart(t *testing.T, b backend) {
 	is := is.New(t)
 	ctx := context.Background()
