@@ -770,14 +770,28 @@ func (k *Kube) Events(ctx context.Context, labels map[string]string) (<-chan eng
 	errc := make(chan error, 1)
 	go func() {
 		defer close(evs)
-		w, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: selector(labels)})
+		// Seed what is already there from one list and watch from its
+		// resource version, so a (re)opened watch reports only what happens
+		// from now on, as Docker's events do, and does not replay create.
+		last := map[string]string{}  // pod name: status seen
+		names := map[string]string{} // pod name: sandbox name seen
+		list, err := k.cs.CoreV1().Pods(k.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector(labels)})
+		if err != nil {
+			errc <- classify(err)
+			return
+		}
+		for i := range list.Items {
+			if c, ok := containerOf(&list.Items[i]); ok && matches(c.Labels, labels) {
+				last[list.Items[i].Name] = c.State.Status
+				names[list.Items[i].Name] = c.Name
+			}
+		}
+		w, err := k.cs.CoreV1().Pods(k.cfg.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: selector(labels), ResourceVersion: list.ResourceVersion})
 		if err != nil {
 			errc <- classify(err)
 			return
 		}
 		defer w.Stop()
-		last := map[string]string{}  // pod name: status seen
-		names := map[string]string{} // pod name: sandbox name seen
 		send := func(c engine.Container, action string) bool {
 			select {
 			case evs <- engine.Event{ContainerID: c.ID, Action: action, Name: c.Name, Labels: c.Labels, Time: time.Now()}:

@@ -112,6 +112,9 @@ func TestKubeEngineListRenameEvents(t *testing.T) {
 	is.Equal(len(list), 0) // filtered on the client where the server cannot
 
 	other := runPod(t, k, map[string]string{"org.opensbx.test-run": run})
+	// A watch opened now reports what happens from now on: no create for
+	// the pods already there, as Docker's events would not.
+	later, laterErrc := k.Events(ctx, map[string]string{"org.opensbx.test-run": run})
 	c, err := k.Inspect(ctx, other)
 	is.NoErr(err)
 	is.True(errors.Is(k.Rename(ctx, id, c.Name), sbxerr.ErrConflict)) // the name is taken
@@ -125,13 +128,22 @@ func TestKubeEngineListRenameEvents(t *testing.T) {
 	is.NoErr(k.Remove(ctx, id))
 	_, err = k.Inspect(ctx, id)
 	is.True(errors.Is(err, sbxerr.ErrNotFound)) // gone when Remove returns
-	seen := map[string]bool{}
-	for !(seen["create"] && seen["start"] && seen["rename"] && seen["destroy"]) {
+	seen, seenLater := map[string]bool{}, map[string]bool{}
+	for !(seen["create"] && seen["start"] && seen["rename"] && seen["destroy"] && seenLater["destroy"]) {
 		select {
 		case ev := <-evs:
 			if ev.ContainerID == id {
 				seen[ev.Action] = true
 			}
+		case ev := <-later:
+			if ev.Action == "create" || ev.Action == "start" {
+				t.Fatalf("a watch opened later replayed %s for %s", ev.Action, ev.ContainerID)
+			}
+			if ev.ContainerID == id {
+				seenLater[ev.Action] = true
+			}
+		case err := <-laterErrc:
+			t.Fatalf("later events: %v", err)
 		case err := <-errc:
 			t.Fatalf("events: %v", err)
 		case <-ctx.Done():
